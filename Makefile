@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, generate the demo data set, run the FixRes demo
+#   make test   - create .venv, run the test suite
+# The virtual environment is (re)built when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test,plots
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+DEMO_DATA ?= data/demo
+DEMO_RUN ?= runs/demo
+
+.PHONY: demo test data lock clean-demo
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+data: $(STAMP)
+	$(BIN)/python -m loaders.demo_data --out $(DEMO_DATA)
+
+demo: data
+	$(BIN)/python train.py fixres --data $(DEMO_DATA) --out $(DEMO_RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Pin what is installed now (after changing pyproject.toml's ranges).
+lock: $(STAMP)
+	{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean-demo:
+	rm -rf $(DEMO_RUN)

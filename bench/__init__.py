@@ -1,0 +1,1 @@
+"""Measurements: loader, training and speed-accuracy benchmarks (`python -m bench.<name>`)."""

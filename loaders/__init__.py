@@ -1,0 +1,37 @@
+"""Data backends behind one interface (`loaders.base.Loader`); `create_loader` picks one."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from loaders.base import Loader, LoaderConfig
+from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
+
+BACKENDS = ("pil", "synthetic")
+
+
+def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
+    """The loader for `cfg.backend` over the split folder `cfg.root`."""
+    if cfg.backend == "pil":
+        from loaders.pil import PilLoader
+        if cfg.root is None:
+            raise ValueError("the pil backend needs a data folder")
+        index = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
+        return PilLoader(cfg, index)
+    if cfg.backend == "synthetic":
+        from loaders.synthetic import SyntheticLoader
+        classes, count = synthetic_shape(cfg)
+        return SyntheticLoader(cfg, classes, count)
+    raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
+
+
+def synthetic_shape(cfg: LoaderConfig) -> tuple[list[str], int]:
+    """Classes and epoch length of the data set the synthetic backend stands in for: those
+    of `cfg.root` when there is one (file names only, nothing decoded), else a default."""
+    if cfg.root is None or not Path(cfg.root).is_dir():
+        classes = cfg.classes or [f"class{i:03d}" for i in range(10)]
+        return classes, cfg.synthetic_samples
+    classes = cfg.classes or class_folders(Path(cfg.root))
+    count = sum(1 for c in classes if (Path(cfg.root) / c).is_dir()
+                for name in os.listdir(Path(cfg.root) / c) if name.lower().endswith(IMAGE_EXTENSIONS))
+    return classes, count

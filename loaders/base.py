@@ -1,0 +1,113 @@
+"""The one loader interface every backend implements, and the pieces they share.
+
+A loader is an iterable of batches `(images, labels)`:
+  images: (N, 3, K, K) float, normalised, channels-last memory format, on the training device
+          (fp16/bf16 on CUDA under AMP, fp32 on CPU);
+  labels: (N,) int64 on the same device.
+`len(loader)` is the number of batches this epoch; `set_epoch(e)` is the only mutator: it
+reseeds order and augmentation from (seed, e) and asks the size policy for the epoch's plan.
+The trainer never learns which backend produced a batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from pipeline.sizes import SizePolicy, Step
+from pipeline.transforms import CenterCropSpec, RandomResizedCropSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENTATIONS = ("rrc", "center")
+
+
+class Loader(Protocol):
+    classes: list[str]  # label i is classes[i]
+    summary: str  # one line on the data behind it, for logs
+    skipped: dict[str, int]  # files left out (--skip-bad), counted by reason
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@dataclass
+class LoaderConfig:
+    """What every backend needs. `root` is one split folder (root/<class>/<image>)."""
+
+    backend: str
+    root: str | None
+    policy: SizePolicy
+    augment: str  # "rrc": RandomResizedCrop + flip; "center": resize + centre crop (test DA)
+    shuffle: bool  # shuffle from (seed, epoch), drop the last partial batch, equal shards
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    seed: int = 0
+    workers: int = 2
+    rank: int = 0
+    world_size: int = 1
+    classes: list[str] | None = None  # map folders onto this list (eval uses train's classes)
+    skip_bad: bool = False
+    check: str = "header"  # "header": cheap checks; "full": decode every image while scanning
+    rrc: RandomResizedCropSpec = RandomResizedCropSpec()
+    center: CenterCropSpec = CenterCropSpec()
+    synthetic_samples: int = 1024  # synthetic backend without a data folder
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: int,
+                shuffle: bool) -> np.ndarray:
+    """This rank's sample indices for the epoch.
+
+    Training shuffles from (seed, epoch) and trims the order to a multiple of the world size
+    so that every rank gets the same count, hence the same size plan. Evaluation keeps every
+    sample exactly once: rank r takes r, r + world, ... (shards differ by at most one).
+    """
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+        order = order[: num_samples - num_samples % world_size]
+    else:
+        order = np.arange(num_samples)
+    return order[rank::world_size]
+
+
+def split_by_plan(order: np.ndarray, steps: list[Step]) -> list[np.ndarray]:
+    """Consecutive chunks of `order`, one per step of the plan."""
+    ends = np.cumsum([s.batch_size for s in steps])
+    if len(ends) and ends[-1] > len(order):
+        raise ValueError(f"size plan asks for {ends[-1]} images but the epoch has {len(order)}")
+    return np.split(order[: ends[-1] if len(ends) else 0], ends[:-1])
+
+
+_stats_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and 1/std on the 0-255 scale, shaped (1, 3, 1, 1), cached per device and dtype."""
+    key = (str(device), dtype)
+    if key not in _stats_cache:
+        mean = torch.tensor(IMAGENET_MEAN, device=device).mul(255).view(1, 3, 1, 1)
+        inv_std = torch.tensor(IMAGENET_STD, device=device).mul(255).reciprocal().view(1, 3, 1, 1)
+        _stats_cache[key] = (mean.to(dtype), inv_std.to(dtype))
+    return _stats_cache[key]
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 NHWC batch -> normalised float NCHW in channels-last memory format on `device`.
+
+    NHWC storage viewed as NCHW *is* channels-last, so no copy is needed for the layout;
+    the uint8 transfer moves a quarter of the bytes of a float one.
+    """
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).to(dtype)
+    mean, inv_std = normalisation(device, dtype)
+    return x.sub_(mean).mul_(inv_std)

@@ -1,0 +1,113 @@
+"""Pillow backend: ImageFolder JPEGs decoded by Pillow in worker processes.
+
+The main process plans the epoch (order, sizes, crop boxes, flips); each worker turns one
+planned batch into a uint8 NHWC array. Workers are pure functions of their task, so they
+persist across epochs and the result does not depend on how many there are. Normalisation
+and the channels-last layout happen on the device, on a quarter of the bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from loaders.base import LoaderConfig, epoch_order, split_by_plan, to_model_input
+from loaders.imagefolder import ImageIndex
+from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """Everything a worker needs to produce one batch."""
+
+    res: int
+    indices: np.ndarray  # (B,) sample ids into the index
+    boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
+    flips: np.ndarray  # (B,) bool
+
+
+def decode_crop(path: str, box, res: int) -> np.ndarray:
+    """(res, res, 3) uint8: the box of the image resampled to res x res (bilinear, antialiased).
+
+    Resizing with `box` resamples only the region and reads the pixels just outside it as
+    filter support, as a full-image Resize followed by a crop would.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            x, y, w, h = (float(v) for v in box)
+            out = img.resize((res, res), Image.BILINEAR, box=(x, y, x + w, y + h))
+            return np.asarray(out)
+    except OSError as e:
+        raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from e
+
+
+class PlannedBatches(Dataset):
+    """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,))."""
+
+    def __init__(self, index: ImageIndex):
+        self.paths = index.paths
+        self.labels = torch.from_numpy(index.labels)
+
+    def __getitem__(self, task: BatchTask):
+        out = np.empty((len(task.indices), task.res, task.res, 3), dtype=np.uint8)
+        for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.flips)):
+            img = decode_crop(self.paths[i], box, task.res)
+            out[slot] = img[:, ::-1] if flip else img
+        return torch.from_numpy(out), self.labels[torch.from_numpy(task.indices)]
+
+
+class EpochTasks(Sampler):
+    """The current epoch's tasks; lives in the main process, so persistent workers see each
+    new epoch's plan without being restarted."""
+
+    def __init__(self):
+        self.tasks: list[BatchTask] = []
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self):
+        return len(self.tasks)
+
+
+class PilLoader:
+    def __init__(self, cfg: LoaderConfig, index: ImageIndex):
+        self.cfg = cfg
+        self.index = index
+        self.classes = index.classes
+        self.summary = f"pil: {index.report()}"
+        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.sampler = EpochTasks()
+        self.loader = DataLoader(
+            PlannedBatches(index), sampler=self.sampler, batch_size=None,
+            num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+            pin_memory=cfg.device.type == "cuda")
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        order = epoch_order(len(self.index), cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
+        steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
+        rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
+        tasks = []
+        for step, idx in zip(steps, split_by_plan(order, steps)):
+            w, h = self.index.sizes[idx].T
+            if cfg.augment == "rrc":
+                boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
+            else:
+                boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
+            tasks.append(BatchTask(step.res, idx, boxes, flipped))
+        self.sampler.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield (to_model_input(images, self.cfg.device, self.cfg.dtype),
+                   labels.to(self.cfg.device, non_blocking=True))

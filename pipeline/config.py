@@ -1,0 +1,29 @@
+"""Typed run configuration: dataclasses whose fields are the command-line options.
+
+`opt(default, help)` declares a field with its help text; `add_arguments` turns a config
+class into argparse options (`--batch-size` for `batch_size`, `--flag/--no-flag` for
+booleans); `from_args` builds the config back, and its `__post_init__` checks the values.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def opt(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            parser.add_argument(flag, type=kind, default=f.default, help=f"{help_text} (default: {f.default})")
+
+
+def from_args(cls, namespace: argparse.Namespace):
+    return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,128 @@
+"""The training step, the epoch loops and evaluation, shared by train, finetune, sweep and
+the benchmarks. Batches come from any `Loader`; the loops read only their shapes.
+
+One code path for every precision: autocast and the gradient scaler are toggled with
+`enabled=`, bf16 needs no scaler, fp32 on the CPU uses neither. Metrics accumulate on the
+device and are read once per epoch (and every few steps for the progress bar), so the
+step never waits for the host.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.distributed import DistContext, all_sum
+from pipeline.optim import LrSchedule, set_lr
+
+BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full fp32
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return self.amp_dtype or torch.float32
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: no CUDA GPU is visible to PyTorch")
+    return device
+
+
+def resolve_precision(device: torch.device, amp: str) -> Precision:
+    """auto: bf16 on GPUs that have it, else fp16; fp32 on the CPU (CPU autocast is slower)."""
+    choices = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp == "auto":
+        if device.type != "cuda":
+            return Precision(device, None)
+        return Precision(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if amp not in choices:
+        raise ValueError(f"--amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device; use bf16 or off on the CPU")
+    return Precision(device, choices[amp])
+
+
+def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule: LrSchedule,
+                epoch: int, precision: Precision, dist: DistContext, progress: bool = True) -> dict:
+    """One pass over `loader`; returns loss, accuracy, throughput and the sizes used."""
+    model.train()
+    steps = len(loader)
+    device = precision.device
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss*n, correct, n
+    sizes: Counter = Counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
+    start = time.perf_counter()
+    for i, (images, labels) in enumerate(loader):
+        n = images.shape[0]
+        sizes[images.shape[-1]] += n
+        lr = schedule.lr(epoch + i / steps, n * dist.world_size)
+        set_lr(optimizer, lr)
+        with precision.autocast():
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
+                                 torch.tensor(n, device=device, dtype=torch.float64)])
+        bar.update(1)
+        if progress and (i % BAR_EVERY == 0 or i == steps - 1):
+            bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.3f}", lr=f"{lr:.3g}", res=images.shape[-1])
+    bar.close()
+    seconds = time.perf_counter() - start
+    loss_sum, correct, count = all_sum(sums, dist).tolist()
+    return {"train_loss": loss_sum / max(count, 1), "train_acc": 100 * correct / max(count, 1),
+            "train_images": int(count), "train_seconds": seconds,
+            "train_img_per_s": count / seconds if seconds else 0.0,
+            "sizes": {str(k): v for k, v in sorted(sizes.items())}}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
+             progress: bool = True, desc: str = "eval") -> dict:
+    """Top-1/top-5 accuracy and loss over every sample once (summed across ranks).
+
+    Call it with the unwrapped model: DDP would broadcast buffers on every forward, and
+    ranks may hold one batch more than others in evaluation.
+    """
+    model.eval()
+    device = precision.device
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss*n, top1, top5, n
+    start = time.perf_counter()
+    for images, labels in tqdm(loader, desc=desc, unit="step", disable=not progress, leave=False):
+        with precision.autocast():
+            logits = model(images)
+        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == labels[:, None]
+        sums += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.any(1).sum().double(),
+                             torch.tensor(labels.shape[0], device=device, dtype=torch.float64)])
+    seconds = time.perf_counter() - start
+    loss_sum, top1, top5, count = all_sum(sums, dist).tolist()
+    return {"loss": loss_sum / max(count, 1), "top1": 100 * top1 / max(count, 1),
+            "top5": 100 * top5 / max(count, 1), "images": int(count), "seconds": seconds}

@@ -1,0 +1,56 @@
+"""SGD with the ImageNet recipe's conventions: lr = base x B / 256 (per step, so that steps
+of different batch sizes get their own lr), linear warm-up, cosine or step decay, and no
+weight decay on batch-norm parameters and biases."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)  # 1-D: BN weights/biases, biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_sgd(model: nn.Module, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    # lr is set before every step by LrSchedule; the value here is a placeholder that
+    # torch requires and that is overwritten before it is ever used.
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=0.0, momentum=momentum, nesterov=False)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    base_lr: float  # for a batch of 256 images
+    epochs: int
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"  # or "step": divide by 10 every `step_every` epochs
+    step_every: int = 30
+
+    def __post_init__(self):
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"schedule must be 'cosine' or 'step', got {self.schedule!r}")
+        if self.base_lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.base_lr}")
+
+    def factor(self, progress: float) -> float:
+        """Multiplier at `progress` epochs into the run (fractional)."""
+        if progress < self.warmup_epochs:
+            return (progress + 1e-3) / self.warmup_epochs
+        if self.schedule == "step":
+            return 0.1 ** int(progress // self.step_every)
+        span = max(self.epochs - self.warmup_epochs, 1e-9)
+        return 0.5 * (1 + math.cos(math.pi * min((progress - self.warmup_epochs) / span, 1.0)))
+
+    def lr(self, progress: float, global_batch: int) -> float:
+        return self.base_lr * global_batch / 256 * self.factor(progress)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,86 @@
+"""A run's folder: resolved config, metrics per epoch, checkpoint, summary.
+
+Nothing is lost when a run is interrupted: the checkpoint is replaced atomically (temp file
++ rename), metrics are appended line by line, and a resumed run drops any metrics line of an
+epoch that its checkpoint does not contain (that epoch runs again).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def claim_run_folder(path: Path, resume: bool) -> None:
+    """A new run needs a folder no other run has started in; a resumed one needs its own."""
+    started = (path / "config.json").exists()
+    if started and not resume:
+        raise FileExistsError(f"run folder {path} already holds a run: pass --resume to continue it, "
+                              "or choose another --out")
+    if resume and not started:
+        raise FileNotFoundError(f"--resume: no run in {path} (no config.json)")
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike, writer: bool):
+        self.path = Path(path)
+        self.writer = writer  # only rank 0 writes
+        if writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, data) -> None:
+        if self.writer:
+            atomic_write_bytes(self.path / name, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.writer:
+            atomic_write_bytes(self.path / name, text.encode())
+
+    def log(self, record: dict) -> None:
+        if self.writer:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+
+    def metrics(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def drop_metrics_from(self, epoch: int) -> None:
+        """Forget logged epochs >= `epoch` (run again after a resume)."""
+        if self.writer:
+            kept = [m for m in self.metrics() if m.get("epoch", -1) < epoch]
+            atomic_write_bytes(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept).encode())
+
+    def save_checkpoint(self, state: dict) -> None:
+        if self.writer:
+            tmp = self.path / (CHECKPOINT + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.path / CHECKPOINT)
+
+    def load_checkpoint(self) -> dict:
+        return load_checkpoint(self.path / CHECKPOINT)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which one
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "model" not in state or "classes" not in state:
+        raise ValueError(f"{path} is not a checkpoint of this project (no model/classes entries)")
+    return state
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

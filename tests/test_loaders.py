@@ -1,0 +1,100 @@
+"""The loader contract, for every backend: shape, dtype, layout, len, determinism, coverage."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from loaders import BACKENDS, create_loader
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order
+from pipeline.sizes import ConstantSize, LinearRamp
+
+
+def make(data, backend, split="train", res=32, batch_size=8, augment="rrc", shuffle=True, workers=0, **kw):
+    cfg = LoaderConfig(backend=backend, root=str(data / split), policy=kw.pop("policy", ConstantSize(res, batch_size)),
+                       augment=augment, shuffle=shuffle, workers=workers, **kw)
+    return create_loader(cfg, progress=False)
+
+
+def batches(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("augment,shuffle", [("rrc", True), ("center", False)])
+def test_contract(tiny_data, backend, augment, shuffle):
+    loader = make(tiny_data, backend, res=40, batch_size=10, augment=augment, shuffle=shuffle)
+    out = batches(loader)
+    assert len(out) == len(loader) == (4 if shuffle else 5)  # 48 images: 4 full batches, or 5 with the rest
+    assert sum(len(y) for _, y in out) == (40 if shuffle else 48)
+    for x, y in out:
+        assert x.shape[1:] == (3, 40, 40) and x.dtype == torch.float32
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert y.dtype == torch.int64 and y.shape == (x.shape[0],)
+        assert 0 <= int(y.min()) and int(y.max()) < len(loader.classes) == 3
+        assert x.device == y.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_epoch_is_the_only_source_of_randomness(tiny_data, backend):
+    a, b = make(tiny_data, backend, seed=3), make(tiny_data, backend, seed=3)
+    a.set_epoch(1)
+    b.set_epoch(1)
+    first, second = batches(a), batches(b)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(first, second))
+    b.set_epoch(2)
+    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, batches(b)))
+    b.set_epoch(1)
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, batches(b)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resolution_change_between_epochs_takes_effect(tiny_data, backend):
+    loader = make(tiny_data, backend, policy=LinearRamp(32, 64, 0, 1, 8, step=32))
+    assert {x.shape[-1] for x, _ in loader} == {32}
+    loader.set_epoch(1)
+    assert {x.shape[-1] for x, _ in loader} == {64}
+
+
+def test_pil_result_does_not_depend_on_worker_count(tiny_data):
+    one = batches(make(tiny_data, "pil", workers=0))
+    two = batches(make(tiny_data, "pil", workers=2))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(one, two))
+
+
+def test_pil_eval_equals_torchvision_resize_centercrop(tiny_data):
+    """Same JPEGs, Pillow backend vs torchvision's Resize(K/0.875) + CenterCrop(K): they
+    differ by rounding only (at most 1 grey level, almost never)."""
+    loader = make(tiny_data, "pil", split="val", res=48, batch_size=6, augment="center", shuffle=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    ours = torch.cat([x * std + mean for x, _ in loader]).round()
+    labels = torch.cat([y for _, y in loader])
+    reference = v2.Compose([v2.Resize(55), v2.CenterCrop(48), v2.PILToTensor()])
+    index = loader.index
+    ref = torch.stack([reference(Image.open(p).convert("RGB")) for p in index.paths]).float()
+    diff = (ours - ref).abs()
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    assert labels.tolist() == index.labels.tolist()  # every val image once, in order, labelled by folder
+
+
+def test_train_flips_and_crops_vary(tiny_data):
+    x, _ = next(iter(make(tiny_data, "pil", batch_size=48)))
+    y, _ = next(iter(make(tiny_data, "pil", batch_size=48, seed=1)))
+    assert not torch.equal(x, y)
+
+
+def test_distributed_shards():
+    shards = [epoch_order(101, seed=0, epoch=3, rank=r, world_size=2, shuffle=True) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 50 and not set(shards[0]) & set(shards[1])
+    evals = [epoch_order(101, 0, 3, r, 2, shuffle=False) for r in (0, 1)]
+    assert sorted(np.concatenate(evals).tolist()) == list(range(101))
+
+
+def test_unknown_backend_and_bad_values(tiny_data):
+    with pytest.raises(ValueError, match="'nope'"):
+        make(tiny_data, "nope")
+    with pytest.raises(ValueError, match="augment"):
+        make(tiny_data, "pil", augment="mixup")
+    with pytest.raises(ValueError, match="resolution"):
+        make(tiny_data, "pil", res=0)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+from torch import nn
+
+from pipeline.finetune import finetune_parameters, head_modules
+from pipeline.models import create_model, load_weights
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "resnet18", "resnet50", "timm/resnet18"])
+def test_models_by_name_run_channels_last(name):
+    model = create_model(name, num_classes=7).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(2, 3, 64, 64).to(memory_format=torch.channels_last)
+    assert model(x).shape == (2, 7)
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="'resnet9000'"):
+        create_model("resnet9000", 10)
+
+
+def test_head_of_a_resnet50_is_fc_and_the_last_bottleneck_bn():
+    model = create_model("resnet50", 10)
+    fc, bn = head_modules(model)
+    assert fc is model.fc and bn is model.layer4[-1].bn3
+
+
+def test_head_of_the_tiny_resnet_is_the_last_identity_block_bn():
+    model = create_model("resnet_tiny", 10)
+    fc, bn = head_modules(model)
+    assert fc is model.fc and bn is model.features[-1].body[-1]
+    assert isinstance(model.features[-1].shortcut, nn.Identity)
+
+
+def test_finetune_parameters_freeze_everything_else():
+    model = create_model("resnet_tiny", 5)
+    params = finetune_parameters(model)
+    fc, bn = head_modules(model)
+    assert {id(p) for p in params} == {id(p) for p in [*fc.parameters(), *bn.parameters()]}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(p) for p in params}
+
+
+def test_load_weights_checks_the_class_count(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(create_model("resnet18", 10).state_dict(), path)
+    model = create_model("resnet18", 10)
+    load_weights(model, str(path))
+    with pytest.raises(ValueError, match=r"fc.weight: file \(10, 512\) vs model \(5, 512\)"):
+        load_weights(create_model("resnet18", 5), str(path))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_weights(model, str(tmp_path / "missing.pt"))

@@ -1,0 +1,135 @@
+"""The trainer end to end on the tiny data set: train, fine-tune, sweep, resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from pipeline.runs import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
+
+
+def run(*args):
+    return train.main([str(a) for a in args])
+
+
+def lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_train_finetune_sweep(tiny_data, tmp_path):
+    run("train", "--data", tiny_data, "--epochs", 2, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    t = tmp_path / "t"
+    assert {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"} <= set(os.listdir(t))
+    metrics = lines(t / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert metrics[0]["train_images"] == 48 and metrics[0]["val_images"] == 18
+    assert json.loads((t / "config.json").read_text())["train_res"] == 32
+    trained = load_checkpoint(t)
+    assert trained["epoch"] == 2 and trained["train_res"] == 32 and len(trained["classes"]) == 3
+
+    run("finetune", "--data", tiny_data, "--checkpoint", t, "--test-res", "auto", "--epochs", 1,
+        "--out", tmp_path / "ft", *FAST)
+    tuned = load_checkpoint(tmp_path / "ft")
+    assert tuned["test_res"] == 40  # the apparent-size rule for K_train = 32
+    before, after = trained["model"], tuned["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    head = {"fc.weight", "fc.bias", "features.7.body.4.weight", "features.7.body.4.bias"}
+    assert head <= changed, "the classifier and the last BN must train"
+    assert not {k for k in changed if k.endswith(("weight", "bias"))} - head, "nothing else may train"
+    assert any(k.endswith("running_mean") and not k.startswith("features.7.body.4") for k in changed), \
+        "batch-norm statistics are re-estimated at K_test"
+
+    rows = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--test-res", "32,48", *FAST)
+    assert [r["test_res"] for r in rows] == [32, 48]
+    assert all(0 <= r["top1"] <= 100 and r["images"] == 18 for r in rows)
+    saved = json.loads((tmp_path / "ft" / "sweep.json").read_text())
+    assert saved["rows"] == rows and (tmp_path / "ft" / "sweep.md").read_text().count("|") > 10
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
+    args = [sys.executable, "train.py", "train", "--data", str(tiny_data), "--epochs", "4", "--train-res", "32",
+            "--lr", "0.1", *FAST]
+    subprocess.run([*args, "--out", str(tmp_path / "whole")], cwd=ROOT, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "checkpoint.pt").exists():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert 1 <= load_checkpoint(killed)["epoch"] < 4, "the run must have been interrupted part-way"
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("train", "--data", tiny_data, "--out", killed, *FAST)
+    run("train", "--resume", "--out", killed, *FAST)
+    assert [m["epoch"] for m in lines(killed / "metrics.jsonl")] == [0, 1, 2, 3]
+    whole, resumed = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(killed)["model"]
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], msg=k)
+
+
+def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
+    out = tmp_path / "fx"
+    report = run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
+                 "--finetune-epochs", 1, "--out", out, *FAST)
+    assert report["finetune_res"] == 40
+    assert [r["test_res"] for r in report["before"]] == [r["test_res"] for r in report["after"]] == [32, 40, 48]
+    for name in ("report.md", "report.json", "report.png"):
+        assert (out / name).stat().st_size > 0
+    assert "top-1 after FT" in (out / "report.md").read_text()
+    stamp = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
+    run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
+        "--finetune-epochs", 1, "--out", out, *FAST)
+    assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("args,named", [
+    (["train", "--train-res", "0"], "--train-res"),
+    (["train", "--batch-size", "-4"], "--batch-size"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--loader", "opencv"], "opencv"),
+    (["sweep", "--checkpoint", "x", "--test-res", "64,abc"], "64,abc"),
+    (["sweep", "--checkpoint", "x", "--test-res", "-64"], "-64"),
+    (["finetune"], "--checkpoint"),
+])
+def test_bad_cli_values_fail_at_start(args, named, capsys):
+    with pytest.raises(SystemExit):
+        run(*args)
+    assert named in capsys.readouterr().err
+
+
+def test_checkpoint_with_other_classes_is_refused(tiny_data, data_copy, tmp_path):
+    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    src = next((data_copy / "val").glob("*/*.JPEG"))
+    for split in ("train", "val"):
+        (data_copy / split / "zz_new_class").mkdir()
+        (data_copy / split / "zz_new_class" / "a.JPEG").write_bytes(src.read_bytes())
+    with pytest.raises(ValueError, match="zz_new_class"):
+        run("sweep", "--data", data_copy, "--checkpoint", tmp_path / "t", "--test-res", "32", *FAST)
+    with pytest.raises(ValueError, match="class count"):
+        run("train", "--data", data_copy, "--epochs", 1, "--weights", tmp_path / "t" / "checkpoint.pt",
+            "--out", tmp_path / "t2", *FAST)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        run("sweep", "--checkpoint", tmp_path / "nothing-here", *FAST)
+
+
+def test_synthetic_backend_trains_without_data(tmp_path):
+    run("train", "--loader", "synthetic", "--data", tmp_path / "none", "--epochs", 1, "--train-res", 32,
+        "--out", tmp_path / "s", *FAST)
+    assert lines(tmp_path / "s" / "metrics.jsonl")[0]["train_images"] == 1024
