@@ -82,11 +82,13 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: 
 
 
 def split_by_plan(order: np.ndarray, steps: list[Step]) -> list[np.ndarray]:
-    """Consecutive chunks of `order`, one per step of the plan."""
-    ends = np.cumsum([s.batch_size for s in steps])
+    """The sample ids of each step: consecutive chunks of `order`, each id repeated
+    `copies` times in a row (every copy gets its own crop downstream)."""
+    ends = np.cumsum([s.unique for s in steps])
     if len(ends) and ends[-1] > len(order):
         raise ValueError(f"size plan asks for {ends[-1]} images but the epoch has {len(order)}")
-    return np.split(order[: ends[-1] if len(ends) else 0], ends[:-1])
+    chunks = np.split(order[: ends[-1] if len(ends) else 0], ends[:-1])
+    return [np.repeat(chunk, step.copies) for chunk, step in zip(chunks, steps)]
 
 
 _stats_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -13,10 +13,17 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Step:
-    """One batch of the plan: crop side in pixels and number of images."""
+    """One batch of the plan: crop side in pixels, number of images, and how many
+    independently augmented copies of each distinct image it holds (batch augmentation),
+    so it draws batch_size // copies images from the epoch's order."""
 
     res: int
     batch_size: int
+    copies: int = 1
+
+    @property
+    def unique(self) -> int:
+        return self.batch_size // self.copies
 
 
 class SizePolicy(Protocol):

@@ -98,3 +98,12 @@ def test_unknown_backend_and_bad_values(tiny_data):
         make(tiny_data, "pil", augment="mixup")
     with pytest.raises(ValueError, match="resolution"):
         make(tiny_data, "pil", res=0)
+
+
+def test_split_by_plan_repeats_copies_in_place():
+    from loaders.base import split_by_plan
+    from pipeline.sizes import Step
+    chunks = split_by_plan(np.arange(10, 20), [Step(64, 4), Step(32, 6, copies=3), Step(64, 4)])
+    assert [c.tolist() for c in chunks] == [[10, 11, 12, 13], [14, 14, 14, 15, 15, 15], [16, 17, 18, 19]]
+    with pytest.raises(ValueError, match="asks for 12"):
+        split_by_plan(np.arange(10), [Step(64, 12)])
