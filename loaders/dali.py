@@ -13,9 +13,10 @@ resolution or a new batch size (MixSize) rebuilds nothing. Inside DALI:
   GPU or fp32 on the CPU, layout HWC.
 
 The crop box is the train RandomResizedCrop box or the eval box of Resize(K/0.875) +
-CenterCrop(K) mapped back to the source (pipeline/transforms.py), so eval resamples once, and
-both agree with the Pillow backend to a grey level. The decoded region is the box plus the
-filter's reach, so the box edges are filtered from real neighbouring pixels, as Pillow does.
+CenterCrop(K) mapped back to the source (pipeline/transforms.py), so eval resamples once. The
+decoded region is the box plus the filter's reach, so the box edges are filtered from real
+neighbouring pixels, as Pillow does: both backends agree within a grey level (tests/test_dali.py
+measures where they do not).
 
 Crop windows are planned here rather than drawn by decoders.image_random_crop because DALI
 seeds its random operators once, when the pipeline is built: reseeding augmentation from
@@ -114,7 +115,8 @@ def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_bat
             feed, num_outputs=7, batch=True, batch_info=True)
         images = fn.decoders.image_slice(fn.io.file.read(names), start, extent, axis_names="HW",
                                          normalized_anchor=False, normalized_shape=False,
-                                         device=decoder, output_type=types.RGB)
+                                         device=decoder, output_type=types.RGB,
+                                         adjust_orientation=False)  # boxes use the stored orientation
         # Linear + antialias is Pillow's BILINEAR: a triangle filter widened when shrinking.
         images = fn.resize(images, size=size, roi_start=roi_start, roi_end=roi_end,
                            interp_type=types.INTERP_LINEAR, antialias=True)
