@@ -16,13 +16,24 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
         from loaders.pil import PilLoader
         if cfg.root is None:
             raise ValueError("the pil backend needs a data folder")
-        index = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
-        return PilLoader(cfg, index)
+        return PilLoader(cfg, cached_index(cfg, progress))
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
         return SyntheticLoader(cfg, classes, count)
     raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
+
+
+_indexes: dict[tuple, object] = {}
+
+
+def cached_index(cfg: LoaderConfig, progress: bool = True):
+    """The scanned index of `cfg.root`, once per process: a sweep or a recalibration builds
+    a loader per resolution over the same folder, and scanning ImageNet takes minutes."""
+    key = (str(Path(cfg.root).resolve()), tuple(cfg.classes or ()), cfg.check, cfg.skip_bad)
+    if key not in _indexes:
+        _indexes[key] = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
+    return _indexes[key]
 
 
 def synthetic_shape(cfg: LoaderConfig) -> tuple[list[str], int]:
