@@ -123,46 +123,40 @@ class TrainConfig(OptimConfig):
 
 
 @dataclass
-class FinetuneConfig(OptimConfig):
-    checkpoint: str = opt("", "checkpoint (file or run folder) to fine-tune")
-    test_res: str = opt("auto", "K_test: a side, or auto (FixRes apparent-size rule)")
+class FromCheckpoint(CommonConfig):
+    """Jobs that start from a trained checkpoint, at one or more test sides."""
+
+    checkpoint: str = opt("", "checkpoint file or run folder to start from (required)")
+    test_res: str = opt("auto", "test side(s): comma-separated, or auto (the FixRes apparent-size rule "
+                                "for one side; 0.75x-2x K_train for a sweep)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.checkpoint:
+            raise ValueError("--checkpoint is required")
+        parse_resolutions(self.test_res, 64)
+
+
+@dataclass
+class FinetuneConfig(OptimConfig, FromCheckpoint):
     epochs: int = opt(3, "fine-tuning epochs")
     lr: float = opt(0.05, "learning rate for a batch of 256 (head only)")
     warmup_epochs: float = opt(0.0, "linear warm-up epochs")
     label_smoothing: float = opt(0.0, "label smoothing (FixEfficientNet uses 0.1)")
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("finetune needs --checkpoint")
-        parse_resolutions(self.test_res, 64)
-
 
 @dataclass
-class SweepConfig(CommonConfig):
-    checkpoint: str = opt("", "checkpoint (file or run folder) to evaluate")
-    test_res: str = opt("auto", "comma-separated test sides, or auto (0.75x-2x K_train)")
+class SweepConfig(FromCheckpoint):
     recalibrate_bn: int = opt(0, "before each test side, re-estimate BN statistics from this many "
                                  "training batches at that side (0: no recalibration)")
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("sweep needs --checkpoint")
-        parse_resolutions(self.test_res, 64)
-
 
 @dataclass
-class RecalibrateConfig(CommonConfig):
-    checkpoint: str = opt("", "checkpoint (file or run folder) to recalibrate")
-    test_res: str = opt("auto", "the side to recalibrate at, or auto (FixRes apparent-size rule)")
+class RecalibrateConfig(FromCheckpoint):
     batches: int = opt(50, "training batches (test-time augmentation, no gradient) to estimate from")
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("recalibrate needs --checkpoint")
-        parse_resolutions(self.test_res, 64)
         check_positive_int("--batches", self.batches)
 
 
