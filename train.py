@@ -43,7 +43,7 @@ from pipeline.sizes import ConstantSize, LinearRamp, check_positive_int
 
 @dataclass
 class CommonConfig:
-    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/")
+    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or train.beton and val.beton)")
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
     workers: int = opt(2, "decoding worker processes per process")

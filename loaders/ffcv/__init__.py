@@ -10,6 +10,10 @@ the backend itself.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import torch
+
 INSTALL_HINT = ("the ffcv backend needs FFCV 1.0.2: install the system libraries "
                 "(apt-get install libturbojpeg0-dev libopencv-dev pkg-config, or conda-forge "
                 "libjpeg-turbo opencv pkg-config), then pip install -e '.[ffcv]' (make test does both)")
@@ -18,6 +22,19 @@ INSTALL_HINT = ("the ffcv backend needs FFCV 1.0.2: install the system libraries
 def require_ffcv() -> None:
     """Import FFCV or fail with how to install it."""
     try:
-        import ffcv  # noqa: F401
+        with torch_threads_kept():
+            import ffcv  # noqa: F401
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from e
+
+
+@contextmanager
+def torch_threads_kept():
+    """FFCV sets torch's thread count to its decoding thread count on import (1) and when a
+    loader is made or an epoch starts (Compiler.set_num_threads); the trainer's compute
+    threads must not change with it."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

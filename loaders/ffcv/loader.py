@@ -31,6 +31,7 @@ from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from numba.core.errors import NumbaWarning
 
 from loaders.base import LoaderConfig, epoch_order, normalised, split_by_plan
+from loaders.ffcv import torch_threads_kept
 from loaders.ffcv.beton import Beton
 from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SeededRandomResizedCrop
 from loaders.imagefolder import BadDataError
@@ -80,12 +81,13 @@ class FfcvLoader:
         else:
             self.decoder = CenterCropRGBImageDecoder((res, res), cfg.center.crop_ratio)
         on_gpu = [ToDevice(cfg.device, non_blocking=True)] if cfg.device.type == "cuda" else []
-        self.loader = PlannedLoader(
-            first[1], fname=str(beton.path), batch_size=batch_size, num_workers=max(cfg.workers, 1),
-            os_cache=True, order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=BATCHES_AHEAD,
-            pipelines={"image": [self.decoder, ToTensor(), *on_gpu, ToTorchImage(channels_last=True)],
-                       "label": [IntDecoder(), ToTensor(), *on_gpu]})
-        self.compile_seconds = self.compile(first[1][:batch_size])
+        with torch_threads_kept():
+            self.loader = PlannedLoader(
+                first[1], fname=str(beton.path), batch_size=batch_size, num_workers=max(cfg.workers, 1),
+                os_cache=True, order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=BATCHES_AHEAD,
+                pipelines={"image": [self.decoder, ToTensor(), *on_gpu, ToTorchImage(channels_last=True)],
+                           "label": [IntDecoder(), ToTensor(), *on_gpu]})
+            self.compile_seconds = self.compile(first[1][:batch_size])
         self.set_epoch(0)
 
     def plan(self, epoch: int) -> tuple[list[Step], np.ndarray]:
@@ -120,7 +122,9 @@ class FfcvLoader:
         return len(self.steps)
 
     def __iter__(self):
-        for images, labels in self.loader:
+        with torch_threads_kept():
+            batches = iter(self.loader)
+        for images, labels in batches:
             labels = labels.view(-1)
             # FFCV reuses its buffers a few batches later: the labels must be copied out.
             labels = self.label_map[labels] if self.label_map is not None else labels.clone()
