@@ -125,8 +125,10 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
 
 
 def cache_key(root: Path, cfg: LoaderConfig) -> str:
-    h = hashlib.sha256(json.dumps([str(root), cfg.classes, cfg.skip_bad, asdict(CACHE_SETTINGS)]).encode())
-    for name in class_folders(root):
+    folders = class_folders(root)
+    classes = cfg.classes or folders  # the same labels whether or not the caller names the classes
+    h = hashlib.sha256(json.dumps([str(root), classes, cfg.skip_bad, asdict(CACHE_SETTINGS)]).encode())
+    for name in folders:
         for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
             st = entry.stat()
             h.update(f"{name}/{entry.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
