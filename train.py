@@ -46,7 +46,7 @@ from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy, check_
 
 @dataclass
 class CommonConfig:
-    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/")
+    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or train.beton and val.beton)")
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
     workers: int = opt(2, "decoding worker processes per process")

@@ -7,7 +7,7 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "synthetic")
+BACKENDS = ("pil", "synthetic", "ffcv")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
@@ -21,6 +21,14 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
         return SyntheticLoader(cfg, classes, count)
+    if cfg.backend == "ffcv":
+        from loaders.ffcv import require_ffcv
+        require_ffcv()
+        from loaders.ffcv.beton import beton_for
+        from loaders.ffcv.loader import FfcvLoader
+        if cfg.root is None:
+            raise ValueError("the ffcv backend needs a data folder or a .beton file")
+        return FfcvLoader(cfg, beton_for(cfg, progress))
     raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
 
 
