@@ -7,7 +7,7 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "dali", "synthetic")
+BACKENDS = ("pil", "dali", "synthetic", "ffcv")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
@@ -16,13 +16,20 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
         return SyntheticLoader(cfg, classes, count)
+    if cfg.backend == "ffcv":
+        from loaders.ffcv import require_ffcv
+        require_ffcv()
+        from loaders.ffcv.beton import beton_for
+        from loaders.ffcv.loader import FfcvLoader
+        if cfg.root is None:
+            raise ValueError("the ffcv backend needs a data folder or a .beton file")
+        return FfcvLoader(cfg, beton_for(cfg, progress))
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
     if cfg.root is None:
         raise ValueError(f"the {cfg.backend} backend needs a data folder")
     backend = imagefolder_backend(cfg.backend)  # before the scan: a missing install fails at once
-    index = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
-    return backend(cfg, index)
+    return backend(cfg, cached_index(cfg, progress))
 
 
 def imagefolder_backend(name: str):
@@ -33,6 +40,18 @@ def imagefolder_backend(name: str):
         return DaliLoader
     from loaders.pil import PilLoader
     return PilLoader
+
+
+_indexes: dict[tuple, object] = {}
+
+
+def cached_index(cfg: LoaderConfig, progress: bool = True):
+    """The scanned index of `cfg.root`, once per process: a sweep or a recalibration builds
+    a loader per resolution over the same folder, and scanning ImageNet takes minutes."""
+    key = (str(Path(cfg.root).resolve()), tuple(cfg.classes or ()), cfg.check, cfg.skip_bad)
+    if key not in _indexes:
+        _indexes[key] = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
+    return _indexes[key]
 
 
 def synthetic_shape(cfg: LoaderConfig) -> tuple[list[str], int]:
