@@ -7,7 +7,7 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "synthetic")
+BACKENDS = ("pil", "synthetic", "nvjpeg")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
@@ -18,6 +18,11 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
             raise ValueError("the pil backend needs a data folder")
         index = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
         return PilLoader(cfg, index)
+    if cfg.backend == "nvjpeg":
+        from loaders.nvjpeg import NvjpegLoader
+        if cfg.root is None:
+            raise ValueError("the nvjpeg backend needs a data folder")
+        return NvjpegLoader(cfg, scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress))
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
