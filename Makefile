@@ -2,23 +2,34 @@
 #   make demo   - create .venv, generate the demo data set, run the FixRes demo
 #   make test   - create .venv, run the test suite
 # The virtual environment is (re)built when pyproject.toml or constraints.txt change.
+# The ffcv extra builds FFCV from source against libjpeg-turbo and OpenCV: `system-deps`
+# installs their headers with apt-get when pkg-config does not find them (root or sudo).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,plots
+EXTRAS ?= test,plots,ffcv
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: demo test data lock clean-demo simd
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+FFCV_APT := libturbojpeg0-dev libopencv-dev pkg-config
 
-$(STAMP): pyproject.toml constraints.txt
+.PHONY: demo test data lock clean-demo system-deps simd
+
+$(STAMP): pyproject.toml constraints.txt | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+system-deps:
+	@if echo "$(EXTRAS)" | grep -q ffcv && ! pkg-config --exists libturbojpeg opencv4 2>/dev/null; then \
+		echo "installing FFCV's build prerequisites: $(FFCV_APT)"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FFCV_APT); \
+	fi
 
 data: $(STAMP)
 	$(BIN)/python -m loaders.demo_data --out $(DEMO_DATA)

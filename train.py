@@ -3,6 +3,7 @@
     python train.py train     --data ROOT --train-res 128          # from scratch at K_train
     python train.py finetune  --checkpoint RUN --test-res auto     # FixRes head fine-tune at K_test
     python train.py sweep     --checkpoint RUN --test-res 128,160  # accuracy per test resolution
+    python train.py recalibrate --checkpoint RUN --test-res 160    # BN statistics at a test side
     python train.py fixres    --data ROOT                          # all of it, with one report
 
 ROOT is an ImageNet-layout folder (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG).
@@ -13,6 +14,7 @@ runs any job data-parallel, unchanged.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -27,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from loaders import BACKENDS, create_loader
 from loaders.base import LoaderConfig
+from pipeline.bn import recalibrate_bn
 from pipeline.config import add_arguments, from_args, opt
 from pipeline.distributed import DistContext, barrier, init_from_env
 from pipeline.engine import Precision, evaluate, resolve_device, resolve_precision, train_epoch
@@ -36,14 +39,14 @@ from pipeline.models import create_model, load_weights
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.report import fixres_report, sweep_table
 from pipeline.runs import CHECKPOINT, RunDir, claim_run_folder, load_checkpoint
-from pipeline.sizes import ConstantSize, LinearRamp, check_positive_int
+from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy, check_positive_int
 
 
 # ---------------------------------------------------------------------------- configuration
 
 @dataclass
 class CommonConfig:
-    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/")
+    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or train.beton and val.beton)")
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
     workers: int = opt(2, "decoding worker processes per process")
@@ -91,15 +94,28 @@ class TrainConfig(OptimConfig):
     train_res: int = opt(64, "train crop side K_train (start of the ramp if --final-res)")
     final_res: int = opt(0, "progressive resizing: ramp linearly to this side (0: constant)")
     ramp_epochs: str = opt("", "first,last epoch of the ramp (default: the whole run)")
-    res_step: int = opt(32, "ramp sizes are multiples of this")
-    eval_res: int = opt(0, "validation side after each epoch (0: the last train side)")
+    res_step: int = opt(32, "ramp and --mix-mean sizes are multiples of this")
+    mix_sizes: str = opt("", "MixSize: comma-separated sizes drawn per step (with --mix-weights)")
+    mix_weights: str = opt("", "MixSize: weights of --mix-sizes (default: equal)")
+    mix_mean: int = opt(0, "MixSize: mean side, sizes within 2 spreads in multiples of --res-step")
+    mix_spread: float = opt(16.0, "MixSize: spread (standard deviation) of the side around --mix-mean")
+    mix_mode: str = opt("B+", "MixSize: B+ (batch size B0 (S0/S)^2) or D+ (B0 images, (S0/S)^2 copies)")
+    mix_ref: int = opt(0, "MixSize: reference side S0 at which --batch-size is B0 (0: the largest size)")
+    eval_res: int = opt(0, "validation side after each epoch (0: the last epoch's nominal train side)")
 
     def __post_init__(self):
         super().__post_init__()
         check_positive_int("--train-res", self.train_res)
-        self.size_policy()  # validates the ramp
+        self.size_policy()  # validates ramp and MixSize values
 
-    def size_policy(self):
+    def size_policy(self) -> SizePolicy:
+        mix = dict(batch_size=self.batch_size, mode=self.mix_mode, ref_size=self.mix_ref, seed=self.seed)
+        if self.mix_sizes:
+            sizes = parse_ints(self.mix_sizes, "--mix-sizes")
+            weights = parse_floats(self.mix_weights, "--mix-weights") if self.mix_weights else (1.0,) * len(sizes)
+            return MixSize(sizes, weights, **mix)
+        if self.mix_mean:
+            return MixSize.around(self.mix_mean, self.mix_spread, self.res_step, **mix)
         if not self.final_res:
             return ConstantSize(self.train_res, self.batch_size)
         first, last = (int(v) for v in self.ramp_epochs.split(",")) if self.ramp_epochs else (0, self.epochs - 1)
@@ -107,31 +123,41 @@ class TrainConfig(OptimConfig):
 
 
 @dataclass
-class FinetuneConfig(OptimConfig):
-    checkpoint: str = opt("", "checkpoint (file or run folder) to fine-tune")
-    test_res: str = opt("auto", "K_test: a side, or auto (FixRes apparent-size rule)")
+class FromCheckpoint(CommonConfig):
+    """Jobs that start from a trained checkpoint, at one or more test sides."""
+
+    checkpoint: str = opt("", "checkpoint file or run folder to start from (required)")
+    test_res: str = opt("auto", "test side(s): comma-separated, or auto (the FixRes apparent-size rule "
+                                "for one side; 0.75x-2x K_train for a sweep)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.checkpoint:
+            raise ValueError("--checkpoint is required")
+        parse_resolutions(self.test_res, 64)
+
+
+@dataclass
+class FinetuneConfig(OptimConfig, FromCheckpoint):
     epochs: int = opt(3, "fine-tuning epochs")
     lr: float = opt(0.05, "learning rate for a batch of 256 (head only)")
     warmup_epochs: float = opt(0.0, "linear warm-up epochs")
     label_smoothing: float = opt(0.0, "label smoothing (FixEfficientNet uses 0.1)")
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("finetune needs --checkpoint")
-        parse_resolutions(self.test_res, 64)
+
+@dataclass
+class SweepConfig(FromCheckpoint):
+    recalibrate_bn: int = opt(0, "before each test side, re-estimate BN statistics from this many "
+                                 "training batches at that side (0: no recalibration)")
 
 
 @dataclass
-class SweepConfig(CommonConfig):
-    checkpoint: str = opt("", "checkpoint (file or run folder) to evaluate")
-    test_res: str = opt("auto", "comma-separated test sides, or auto (0.75x-2x K_train)")
+class RecalibrateConfig(FromCheckpoint):
+    batches: int = opt(50, "training batches (test-time augmentation, no gradient) to estimate from")
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("sweep needs --checkpoint")
-        parse_resolutions(self.test_res, 64)
+        check_positive_int("--batches", self.batches)
 
 
 @dataclass
@@ -152,15 +178,25 @@ class FixResConfig(TrainConfig):
 def parse_resolutions(text: str, train_res: int) -> list[int]:
     if text == "auto":
         return sweep_resolutions(train_res)
+    return list(parse_ints(text, "test resolutions"))
+
+
+def parse_ints(text: str, name: str) -> tuple[int, ...]:
+    """Positive integers from 'a,b,c', or a ValueError naming the option and the text."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"test resolutions must be comma-separated integers or auto, got {text!r}") from None
-    for v in values:
-        check_positive_int("test resolution", v)
-    if not values:
-        raise ValueError(f"no test resolution in {text!r}")
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive integers, got {text!r}")
     return values
+
+
+def parse_floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
 # ---------------------------------------------------------------------------- shared set-up
@@ -281,7 +317,7 @@ def run_train(cfg: TrainConfig) -> Path:
     policy = cfg.size_policy()
     train_loader = make_loader(cfg, s, "train", policy, "rrc", shuffle=True)
     classes = train_loader.classes
-    last_res = policy.plan(cfg.epochs - 1, cfg.batch_size, drop_last=True)[0].res
+    last_res = policy.nominal_res(cfg.epochs - 1)
     eval_res = cfg.eval_res or last_res
     val_loader = make_loader(cfg, s, "val", ConstantSize(eval_res, cfg.batch_size), "center", False, classes)
 
@@ -307,8 +343,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     test_res = (recommended_test_res(source["train_res"]) if cfg.test_res == "auto"
                 else parse_resolutions(cfg.test_res, source["train_res"])[0])
     if not cfg.out:
-        source_dir = Path(cfg.checkpoint) if Path(cfg.checkpoint).is_dir() else Path(cfg.checkpoint).parent
-        cfg = dataclasses.replace(cfg, out=f"{source_dir}-ft{test_res}")
+        cfg = dataclasses.replace(cfg, out=f"{checkpoint_folder(cfg.checkpoint)}-ft{test_res}")
     cfg, path, state = resume_or_start(cfg, "finetune")
     s = start_session(cfg)
     run = RunDir(path, s.dist.is_main)
@@ -322,9 +357,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     train_loader = make_loader(cfg, s, "train", policy, "center", shuffle=True, classes=classes)
     val_loader = make_loader(cfg, s, "val", policy, "center", shuffle=False, classes=classes)
 
-    model = create_model(source["model_name"], len(classes))
-    model.load_state_dict((state or source)["model"])
-    model = prepare_model(model, s)
+    model = model_from_checkpoint(state or source, s)
     finetune_parameters(model)
     optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
     meta = {"classes": classes, "model_name": source["model_name"], "train_res": source["train_res"],
@@ -338,31 +371,75 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
 def run_sweep(cfg: SweepConfig) -> list[dict]:
     state = load_checkpoint(cfg.checkpoint)
     s = start_session(cfg)
-    source_dir = Path(cfg.checkpoint) if Path(cfg.checkpoint).is_dir() else Path(cfg.checkpoint).parent
-    out = Path(cfg.out) if cfg.out else source_dir
-    run = RunDir(out, s.dist.is_main)
+    run = RunDir(cfg.out or checkpoint_folder(cfg.checkpoint), s.dist.is_main)  # beside the checkpoint
     if s.dist.is_main:
         say(f"== sweep {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
     classes, train_res = state["classes"], state["train_res"]
-    model = create_model(state["model_name"], len(classes))
-    model.load_state_dict(state["model"])
-    model = prepare_model(model, s)
+    trained = model_from_checkpoint(state, s)
     rows = []
     for res in parse_resolutions(cfg.test_res, train_res):
+        model = trained
+        if cfg.recalibrate_bn:
+            model = copy.deepcopy(trained)
+            recalibrate_at(model, cfg, s, res, cfg.recalibrate_bn, classes)
         loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, classes)
         m = evaluate(model, loader, s.precision, s.dist, s.progress, desc=f"sweep {res}")
         rows.append({"test_res": res, "top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
                      "apparent_size_ratio": apparent_size_ratio(train_res, res),
-                     "img_per_s": m["images"] / m["seconds"], "images": m["images"]})
+                     "img_per_s": m["images"] / m["seconds"], "images": m["images"],
+                     "recalibrated_batches": cfg.recalibrate_bn})
         if s.dist.is_main:
             say(f"K_test {res:4d}  top1 {m['top1']:6.2f}  top5 {m['top5']:6.2f}")
-    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res})")
+    bn = f", BN recalibrated on {cfg.recalibrate_bn} batches" if cfg.recalibrate_bn else ""
+    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res}{bn})")
     if s.dist.is_main:
         say(table)
-    run.write_json("sweep.json", {"checkpoint": str(cfg.checkpoint), "train_res": train_res,
-                                  "config": asdict(cfg), "rows": rows})
-    run.write_text("sweep.md", table + "\n")
+    name = f"sweep-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "sweep"
+    run.write_json(f"{name}.json", {"checkpoint": str(cfg.checkpoint), "train_res": train_res,
+                                    "config": asdict(cfg), "rows": rows})
+    run.write_text(f"{name}.md", table + "\n")
     return rows
+
+
+def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int,
+                   classes: list[str]) -> int:
+    """Re-estimate `model`'s BN statistics at side `res` from training images under the
+    test-time augmentation (shuffled, so the batches are a sample of the whole split)."""
+    loader = make_loader(cfg, s, "train", ConstantSize(res, cfg.batch_size), "center", True, classes)
+    seen = recalibrate_bn(model, loader, batches, s.precision, s.dist)
+    if s.dist.is_main:
+        say(f"BN statistics re-estimated at {res} px from {seen} images per process")
+    return seen
+
+
+def run_recalibrate(cfg: RecalibrateConfig) -> Path:
+    """Re-estimate BN statistics at one test side and save the result as a new checkpoint."""
+    state = load_checkpoint(cfg.checkpoint)
+    res = (recommended_test_res(state["train_res"]) if cfg.test_res == "auto"
+           else parse_resolutions(cfg.test_res, state["train_res"])[0])
+    path = Path(cfg.out or f"{checkpoint_folder(cfg.checkpoint)}-bn{res}")
+    claim_run_folder(path, resume=False)
+    s = start_session(cfg)
+    run = RunDir(path, s.dist.is_main)
+    announce("recalibrate", cfg, run, s)
+    model = model_from_checkpoint(state, s)
+    seen = recalibrate_at(model, cfg, s, res, cfg.batches, state["classes"])
+    run.save_checkpoint({**{k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+                         "model": model.state_dict(), "test_res": res, "recalibrated_images": seen,
+                         "source": str(cfg.checkpoint)})
+    run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen,
+                                    "source": str(cfg.checkpoint)})
+    return path
+
+
+def checkpoint_folder(checkpoint: str) -> Path:
+    return Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+
+
+def model_from_checkpoint(state: dict, s: Session) -> nn.Module:
+    model = create_model(state["model_name"], len(state["classes"]))
+    model.load_state_dict(state["model"])
+    return prepare_model(model, s)
 
 
 def run_fixres(cfg: FixResConfig) -> dict:
@@ -417,6 +494,7 @@ JOBS = {
     "train": (TrainConfig, run_train, "train from scratch at K_train (RandomResizedCrop)"),
     "finetune": (FinetuneConfig, run_finetune, "FixRes: fine-tune classifier + last BN at K_test"),
     "sweep": (SweepConfig, run_sweep, "evaluate a checkpoint at several test resolutions"),
+    "recalibrate": (RecalibrateConfig, run_recalibrate, "re-estimate BN statistics at a test side"),
     "fixres": (FixResConfig, run_fixres, "train, sweep, fine-tune, sweep again, and report"),
 }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "synthetic", "nvjpeg")
+BACKENDS = ("pil", "synthetic", "ffcv", "nvjpeg")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
@@ -16,18 +16,37 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
         from loaders.pil import PilLoader
         if cfg.root is None:
             raise ValueError("the pil backend needs a data folder")
-        index = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
-        return PilLoader(cfg, index)
+        return PilLoader(cfg, cached_index(cfg, progress))
     if cfg.backend == "nvjpeg":
         from loaders.nvjpeg import NvjpegLoader
         if cfg.root is None:
             raise ValueError("the nvjpeg backend needs a data folder")
-        return NvjpegLoader(cfg, scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress))
+        return NvjpegLoader(cfg, cached_index(cfg, progress))
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
         return SyntheticLoader(cfg, classes, count)
+    if cfg.backend == "ffcv":
+        from loaders.ffcv import require_ffcv
+        require_ffcv()
+        from loaders.ffcv.beton import beton_for
+        from loaders.ffcv.loader import FfcvLoader
+        if cfg.root is None:
+            raise ValueError("the ffcv backend needs a data folder or a .beton file")
+        return FfcvLoader(cfg, beton_for(cfg, progress))
     raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
+
+
+_indexes: dict[tuple, object] = {}
+
+
+def cached_index(cfg: LoaderConfig, progress: bool = True):
+    """The scanned index of `cfg.root`, once per process: a sweep or a recalibration builds
+    a loader per resolution over the same folder, and scanning ImageNet takes minutes."""
+    key = (str(Path(cfg.root).resolve()), tuple(cfg.classes or ()), cfg.check, cfg.skip_bad)
+    if key not in _indexes:
+        _indexes[key] = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
+    return _indexes[key]
 
 
 def synthetic_shape(cfg: LoaderConfig) -> tuple[list[str], int]:

@@ -111,6 +111,10 @@ def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtyp
     NHWC storage viewed as NCHW *is* channels-last, so no copy is needed for the layout;
     the uint8 transfer moves a quarter of the bytes of a float one.
     """
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).to(dtype)
-    mean, inv_std = normalisation(device, dtype)
-    return x.sub_(mean).mul_(inv_std)
+    return normalised(images.to(device, non_blocking=True).permute(0, 3, 1, 2), dtype)
+
+
+def normalised(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 NCHW batch -> normalised `dtype` on the same device, in the same memory format."""
+    mean, inv_std = normalisation(images.device, dtype)
+    return images.to(dtype).sub_(mean).mul_(inv_std)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -33,9 +32,8 @@ class Precision:
         return self.amp_dtype or torch.float32
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
 
     def scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

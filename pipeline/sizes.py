@@ -7,8 +7,11 @@ computes the same plan without talking to the others.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,11 @@ class Step:
 class SizePolicy(Protocol):
     def plan(self, epoch: int, num_samples: int, drop_last: bool) -> list[Step]:
         """The batches of `epoch` over `num_samples` images, in order."""
+        ...
+
+    def nominal_res(self, epoch: int) -> int:
+        """The one side that stands for the epoch: the side of a fixed-size epoch of the
+        same cost (what evaluation and the FixRes rule start from)."""
         ...
 
 
@@ -60,6 +68,9 @@ class ConstantSize:
     def plan(self, epoch: int, num_samples: int, drop_last: bool) -> list[Step]:
         return constant_batches(self.res, self.batch_size, num_samples, drop_last)
 
+    def nominal_res(self, epoch: int) -> int:
+        return self.res
+
 
 @dataclass(frozen=True)
 class LinearRamp:
@@ -89,3 +100,103 @@ class LinearRamp:
 
     def plan(self, epoch: int, num_samples: int, drop_last: bool) -> list[Step]:
         return constant_batches(self.res_at(epoch), self.batch_size, num_samples, drop_last)
+
+    def nominal_res(self, epoch: int) -> int:
+        return self.res_at(epoch)
+
+
+MIX_MODES = ("B+", "D+")
+
+
+@dataclass(frozen=True)
+class MixSize:
+    """MixSize (Hoffer et al.): every step draws its side S from a distribution, and the cost
+    per step stays about that of B0 images at the reference side S0.
+
+    B+: B(S) = round(B0 (S0/S)^2) images, each image of the epoch seen exactly once (the last
+        batch takes the remainder, so the epoch has no dropped images).
+    D+: B0 distinct images per step, each in k = round((S0/S)^2) independently augmented
+        copies (batch augmentation).
+    Steps are drawn from (seed, epoch) only, so every rank draws the same plan.
+    """
+
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+    batch_size: int  # B0, at the reference side
+    mode: str = "B+"
+    ref_size: int = 0  # S0; 0 means the largest size
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.sizes:
+            raise ValueError("MixSize needs at least one size")
+        for size in self.sizes:
+            check_positive_int("MixSize size", size)
+        check_positive_int("batch size", self.batch_size)
+        if len(self.weights) != len(self.sizes):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.sizes)} sizes")
+        if any(not math.isfinite(w) or w < 0 for w in self.weights) or not sum(self.weights) > 0:
+            raise ValueError(f"MixSize weights must be >= 0 and sum to a positive number, got {self.weights}")
+        if self.mode not in MIX_MODES:
+            raise ValueError(f"MixSize mode must be B+ or D+, got {self.mode!r}")
+        if self.ref_size:
+            check_positive_int("MixSize reference size", self.ref_size)
+        for size in self.sizes:
+            if self.step_for(size).batch_size < 1:
+                raise ValueError(f"batch size {self.batch_size} at reference size {self.s0} gives no image "
+                                 f"at size {size} (B+ needs B0 * (S0/S)^2 >= 0.5)")
+
+    @classmethod
+    def around(cls, mean: int, spread: float, step: int, **kw) -> "MixSize":
+        """Sizes within two spreads of `mean`, multiples of `step`, Gaussian weights."""
+        check_positive_int("MixSize mean size", mean)
+        check_positive_int("size step", step)
+        if not spread > 0:
+            raise ValueError(f"MixSize spread must be positive, got {spread}")
+        lo = max(step, int(math.ceil((mean - 2 * spread) / step)) * step)
+        sizes = tuple(range(lo, int(mean + 2 * spread) + 1, step))
+        weights = tuple(math.exp(-0.5 * ((s - mean) / spread) ** 2) for s in sizes)
+        return cls(sizes, weights, **kw)
+
+    @property
+    def s0(self) -> int:
+        return self.ref_size or max(self.sizes)
+
+    def step_for(self, size: int) -> Step:
+        ratio = (self.s0 / size) ** 2
+        if self.mode == "B+":
+            return Step(size, int(round(self.batch_size * ratio)))
+        copies = max(1, int(round(ratio)))
+        return Step(size, self.batch_size * copies, copies)
+
+    def probabilities(self) -> np.ndarray:
+        w = np.asarray(self.weights, dtype=np.float64)
+        return w / w.sum()
+
+    def plan(self, epoch: int, num_samples: int, drop_last: bool) -> list[Step]:
+        rng = np.random.default_rng([self.seed, epoch, 0x313])  # salt: independent of order and crops
+        sizes = np.asarray(self.sizes)
+        steps, left = [], num_samples
+        while left > 0:
+            # a block of draws at a time: one rng call per block, not per step
+            for size in rng.choice(sizes, size=64, p=self.probabilities()):
+                step = self.step_for(int(size))
+                if step.unique >= left:
+                    if self.mode == "B+" or not drop_last or step.unique == left:
+                        steps.append(Step(step.res, left * step.copies, step.copies))
+                    left = 0
+                    break
+                steps.append(step)
+                left -= step.unique
+        return steps
+
+    def pixels_per_image(self) -> float:
+        """Expected pixels processed per image of the epoch (copies included): a fixed-size
+        epoch at side K costs K^2 per image."""
+        steps = [self.step_for(s) for s in self.sizes]
+        pixels = sum(p * st.batch_size * st.res**2 for p, st in zip(self.probabilities(), steps))
+        images = sum(p * st.unique for p, st in zip(self.probabilities(), steps))
+        return pixels / images
+
+    def nominal_res(self, epoch: int) -> int:
+        return int(round(math.sqrt(self.pixels_per_image())))

@@ -9,6 +9,14 @@ import pytest
 from loaders.demo_data import generate
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Backends that cache converted data (ffcv) write under the session's temporary folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOWRES_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x 16 train + 6 val images of the demo generator, at small sides."""

@@ -27,3 +27,47 @@ def test_two_process_training_shards_data_and_reduces_metrics(tiny_data, tmp_pat
     state = load_checkpoint(out)
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def gather_plans(rank: int, world: int, data: str, port: int, out: str):
+    import os
+
+    import torch.distributed as dist
+
+    from loaders import create_loader
+    from loaders.base import LoaderConfig
+    from pipeline.sizes import MixSize
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    policy = MixSize((32, 48, 64), (1, 1, 1), batch_size=4, mode="B+", seed=7)
+    loader = create_loader(LoaderConfig("pil", data, policy, "rrc", shuffle=True, workers=0, rank=rank,
+                                        world_size=world), progress=False)
+    result = {}
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        shapes = [tuple(x.shape) for x, _ in loader]
+        ids = [int(i) for task in loader.sampler.tasks for i in task.indices]
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (shapes, ids))
+        result[epoch] = gathered
+    if rank == 0:
+        torch.save(result, out)
+    dist.destroy_process_group()
+
+
+def test_mixsize_plan_is_identical_on_two_ranks(tiny_data, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "plans.pt"
+    mp.spawn(gather_plans, args=(2, str(tiny_data / "train"), port, str(out)), nprocs=2)
+    result = torch.load(out)
+    for epoch in (0, 1):
+        (shapes0, ids0), (shapes1, ids1) = result[epoch]
+        assert shapes0 == shapes1, "every rank draws the same sizes and batch sizes"
+        assert not set(ids0) & set(ids1) and len(ids0) == len(ids1) == 24, "each rank reads its own shard"
+    assert result[0][0][0] != result[1][0][0], "the plan changes with the epoch"

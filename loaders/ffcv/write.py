@@ -1,0 +1,125 @@
+"""ImageFolder split -> `.beton` file, with FFCV's own DatasetWriter, and the class list beside it.
+
+The split is indexed (and its bad files found) by `scan_image_folder`, the same scanner the
+other backends use, so labels agree across backends and a bad file fails the write with its
+name (or, with skip_bad, is left out and counted in the class map's `skipped`). The write
+decodes every image, so the scan decodes them all first (`check="full"` by default): FFCV's
+writer processes cannot report a decoder error, they die and leave the writer waiting.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from loaders.imagefolder import ImageIndex
+from pipeline.fixres import expected_roc_scale
+from pipeline.transforms import CenterCropSpec
+
+WRITE_MODES = ("raw", "jpg", "smart", "proportion")
+FORMAT = "lowres-ffcv/1"
+PHOTO_ASPECT = 4 / 3  # max_resolution bounds the longer side; photos are mostly 4:3
+SIDE_STEP = 32
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """RGBImageField's options. The default stores JPEG q90 at most 512 px on the longer side,
+    about FFCV's ImageNet recipe (500 px, q90); `preset` is the resolution-aware choice."""
+
+    max_resolution: int | None = 512  # longer side stored (downscaled only); None keeps it
+    write_mode: str = "jpg"  # raw pixels, JPEG, smart (JPEG above smart_threshold bytes), proportion
+    jpeg_quality: int = 90
+    compress_probability: float = 0.5  # share of JPEG images under write_mode proportion
+    smart_threshold: int | None = None  # raw size in bytes above which write_mode smart compresses
+
+    def __post_init__(self):
+        if self.write_mode not in WRITE_MODES:
+            raise ValueError(f"write mode must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}")
+        if self.max_resolution is not None and self.max_resolution <= 0:
+            raise ValueError(f"max resolution must be positive, got {self.max_resolution}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}")
+        if not 0 <= self.compress_probability <= 1:
+            raise ValueError(f"compress probability must be in [0, 1], got {self.compress_probability}")
+        if self.write_mode == "smart" and not self.smart_threshold:
+            raise ValueError("write mode smart needs a smart threshold (bytes of raw pixels)")
+
+
+def round_up(value: float, step: int = SIDE_STEP) -> int:
+    return int(math.ceil(value / step)) * step
+
+
+def train_max_side(train_res: int) -> int:
+    """Longer side to store for RandomResizedCrop training at `train_res`.
+
+    Rule: the shorter side is K_train / F, F = E[sigma] = 0.708 the mean side share of the
+    crop (pipeline/fixres.py), so the average crop is decoded at K_train pixels or more and
+    only crops smaller than average are upsampled (by at most 0.708 / sqrt(0.08) = 2.5x);
+    times 4/3 for the longer side. 128 -> 256, 224 -> 448: a 128-px run decodes a quarter
+    of the pixels of FFCV's 500-px recipe. The same side is also the FixRes test image
+    (K_test / 0.875 with K_test from the apparent-size rule), so the fine-tuning at K_test
+    reads no upsampled pixels either.
+    """
+    return round_up(PHOTO_ASPECT * train_res / expected_roc_scale())
+
+
+def eval_max_side(test_res: int, spec: CenterCropSpec = CenterCropSpec()) -> int:
+    """Longer side to store for the test transform at `test_res` (shorter side resized to
+    K_test / 0.875): the centre crop then never reads upsampled pixels."""
+    return round_up(PHOTO_ASPECT * spec.resize_side(test_res))
+
+
+def class_map_path(beton: Path) -> Path:
+    return beton.with_name(beton.name + ".json")
+
+
+class ImageFolderSamples:
+    """The indexable data set DatasetWriter reads: (RGB uint8 array, label) per image."""
+
+    def __init__(self, index: ImageIndex):
+        self.paths = index.paths
+        self.labels = index.labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as img:
+            return np.asarray(img.convert("RGB")), int(self.labels[i])
+
+
+def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSettings = WriterSettings(),
+                workers: int = 1) -> Path:
+    """Write `index` to the .beton `out` and its class map to `out.json`; returns `out`.
+
+    Both are written under temporary names and renamed, the .beton last: a .beton that
+    exists is complete and has its class map.
+    """
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    fields = {
+        "image": RGBImageField(write_mode=settings.write_mode, max_resolution=settings.max_resolution,
+                               smart_threshold=settings.smart_threshold, jpeg_quality=settings.jpeg_quality,
+                               compress_probability=settings.compress_probability),
+        "label": IntField(),
+    }
+    DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
+        ImageFolderSamples(index))
+    meta = {"format": FORMAT, "classes": index.classes, "images": len(index), "source": index.root,
+            "settings": asdict(settings), "skipped": {why: len(p) for why, p in index.skipped.items()},
+            "notes": dict(index.notes)}
+    meta_partial = partial.with_name(partial.name + ".json")
+    meta_partial.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(meta_partial, class_map_path(out))
+    os.replace(partial, out)
+    return out
