@@ -196,11 +196,15 @@ def reset_gpu_memory(device: torch.device) -> None:
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A backend with LoaderConfig overrides, written `name` or `name:field=value,field=value`
-    (e.g. `pil:reduced_decode=false`), so that a benchmark compares settings of one backend."""
+    (e.g. `pil:reduced_decode=false`, or `ffcv:root=/betons/512q90/train.beton` for another
+    FFCV write), so that a benchmark compares settings of one backend."""
 
     label: str
     backend: str
     overrides: tuple[tuple[str, object], ...] = ()
+
+
+SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
 
 
 def parse_variant(text: str) -> Variant:
@@ -215,7 +219,10 @@ def parse_variant(text: str) -> Variant:
         key, _, value = item.partition("=")
         if key not in fields:
             raise ValueError(f"{text!r}: LoaderConfig has no field {key!r}")
-        overrides.append((key, parse_value(value, type(fields[key].default))))
+        kind = SCALARS.get(str(fields[key].type).split(" |")[0])  # annotations are strings here
+        if kind is None:
+            raise ValueError(f"{text!r}: LoaderConfig.{key} ({fields[key].type}) cannot be set from the command line")
+        overrides.append((key, parse_value(value, kind)))
     return Variant(text, name, tuple(overrides))
 
 

@@ -67,7 +67,8 @@ def measure(loader, args, device) -> dict:
             "gpu_mem_mb": gpu_memory_mb(device)}
 
 
-def run(args) -> list[dict]:
+def run(args) -> tuple[list[dict], dict[str, str]]:
+    """The rows measured, and the reason for each backend that could not run here."""
     device = resolve_device(args.device)
     dtype = resolve_precision(device, args.amp).input_dtype
     root = str(Path(args.data) / "train")
@@ -101,7 +102,7 @@ def run(args) -> list[dict]:
     bar.close()
     for label, why in skipped.items():
         say(f"skipped {label}: {why}")
-    return rows
+    return rows, skipped
 
 
 def plot(rows: list[dict], splits: list[str]):
@@ -118,14 +119,15 @@ def plot(rows: list[dict], splits: list[str]):
 
 def main(argv=None):
     args = parse_args(argv)
-    rows = run(args)
+    rows, skipped = run(args)
     headers = ["backend", "split", "K", "img/s", "spread %", "x torchvision", "img/CPU-s", "x torchvision (CPU)",
                "CPU cores", "peak PSS MB", "GPU MB"]
     table = [[r["backend"], r["split"], r["res"], f"{r['img_per_s']['median']:.0f}",
               f"{100 * r['img_per_s']['rel_spread']:.0f}", f"{r['ratio_to_reference']:.2f}",
               f"{r['img_per_cpu_s']:.0f}", f"{r['cpu_ratio_to_reference']:.2f}", f"{r['cpu_cores_used']:.2f}",
               f"{r['peak_mem_mb']:.0f}", "-" if r["gpu_mem_mb"] is None else f"{r['gpu_mem_mb']:.0f}"] for r in rows]
-    return write_results("loader_throughput", args, rows, headers, table, lambda: plot(rows, args.splits))
+    return write_results("loader_throughput", args, rows, headers, table, lambda: plot(rows, args.splits),
+                         extra={"skipped": skipped})
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per cell")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--amp", default="auto", help="auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads of the training process (0: torch's default). On a machine "
+                        "shared with other jobs use 1: spinning OpenMP threads on oversubscribed "
+                        "cores made steps 8x slower here")
     p.add_argument("--max-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="on a GPU, search the largest batch that fits at each resolution")
     p.add_argument("--max-batch-limit", type=int, default=8192, help="stop the search there")
@@ -134,9 +138,13 @@ def largest(ok, start: int, limit: int) -> int:
     return good
 
 
-def run(args) -> list[dict]:
+def run(args) -> tuple[list[dict], dict[str, str]]:
+    """The rows measured, and the reason for each backend that could not run here."""
     device = resolve_device(args.device)
     precision = resolve_precision(device, args.amp)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.torch_threads = torch.get_num_threads()  # recorded with the arguments
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     root = str(Path(args.data) / "train")
@@ -181,7 +189,7 @@ def run(args) -> list[dict]:
     bar.close()
     for label, why in skipped.items():
         say(f"skipped {label}: {why}")
-    return rows
+    return rows, skipped
 
 
 def per_cpu_second(cell: dict) -> float:
@@ -215,7 +223,7 @@ def plot(rows: list[dict]):
 
 def main(argv=None):
     args = parse_args(argv)
-    rows = run(args)
+    rows, skipped = run(args)
     labels = list(dict.fromkeys(k for r in rows for k in r["real"]))
     headers = ["model", "K", "batch", "synthetic img/s", "spread %", "forward %", "peak MB", "largest batch",
                *[f"{label} img/s (ratio; per CPU-s)" for label in labels]]
@@ -225,7 +233,7 @@ def main(argv=None):
               *[f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
                 f"{r['real'][k]['cpu_starvation_ratio']:.2f})"
                 if k in r["real"] else "-" for k in labels]] for r in rows]
-    return write_results("train_throughput", args, rows, headers, table, lambda: plot(rows))
+    return write_results("train_throughput", args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 
 
 if __name__ == "__main__":
