@@ -17,7 +17,7 @@ DEMO_RUN ?= runs/demo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 FFCV_APT := libturbojpeg0-dev libopencv-dev pkg-config
 
-.PHONY: demo test data lock clean-demo system-deps
+.PHONY: demo test data lock clean-demo system-deps simd
 
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,3 +47,19 @@ lock: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO_RUN)
+
+# Pillow-SIMD (the `simd` extra) replaces Pillow, so it lives in a venv of its own, built
+# from source with AVX2 (needs a C compiler, libjpeg-turbo and zlib headers:
+# apt-get install build-essential libjpeg62-turbo-dev zlib1g-dev). Benchmarks run in it as
+# `.venv-simd/bin/python -m bench.loader_throughput ...`.
+SIMD_VENV := .venv-simd
+
+simd: $(SIMD_VENV)/.installed
+
+$(SIMD_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(SIMD_VENV)/bin/python || $(PYTHON) -m venv $(SIMD_VENV)
+	$(SIMD_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[plots]"
+	$(SIMD_VENV)/bin/python -m pip uninstall -q -y pillow
+	CC="cc -mavx2" $(SIMD_VENV)/bin/python -m pip install -q --no-deps --no-binary pillow-simd \
+		--force-reinstall -c constraints.txt pillow-simd
+	touch $@

@@ -7,7 +7,7 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "dali", "synthetic", "ffcv")
+BACKENDS = ("pil", "dali", "synthetic", "ffcv", "nvjpeg")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
@@ -38,6 +38,9 @@ def imagefolder_backend(name: str):
     if name == "dali":
         from loaders.dali import DaliLoader
         return DaliLoader
+    if name == "nvjpeg":
+        from loaders.nvjpeg import NvjpegLoader
+        return NvjpegLoader
     from loaders.pil import PilLoader
     return PilLoader
 

@@ -57,6 +57,7 @@ class LoaderConfig:
     rrc: RandomResizedCropSpec = RandomResizedCropSpec()
     center: CenterCropSpec = CenterCropSpec()
     synthetic_samples: int = 1024  # synthetic backend without a data folder
+    reduced_decode: bool = True  # pil: decode JPEGs at the smallest DCT scale covering the crop
 
     def __post_init__(self):
         if self.augment not in AUGMENTATIONS:

@@ -62,6 +62,31 @@ def resolve_precision(device: torch.device, amp: str) -> Precision:
     return Precision(device, choices[amp])
 
 
+def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion,
+                 precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of one batch under the run's precision."""
+    with precision.autocast():
+        logits = model(images)
+        return logits, criterion(logits, labels)
+
+
+def backward_step(loss: torch.Tensor, optimizer, scaler) -> None:
+    """Gradients of `loss` and one optimiser update (through the scaler under fp16)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer, scaler, criterion,
+               precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step: forward, backward, update; returns (logits, loss). The benchmarks
+    time its two halves apart, so each is a function of its own."""
+    logits, loss = forward_loss(model, images, labels, criterion, precision)
+    backward_step(loss, optimizer, scaler)
+    return logits, loss
+
+
 def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule: LrSchedule,
                 epoch: int, precision: Precision, dist: DistContext, progress: bool = True) -> dict:
     """One pass over `loader`; returns loss, accuracy, throughput and the sizes used."""
@@ -77,13 +102,7 @@ def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule
         sizes[images.shape[-1]] += n
         lr = schedule.lr(epoch + i / steps, n * dist.world_size)
         set_lr(optimizer, lr)
-        with precision.autocast():
-            logits = model(images)
-            loss = criterion(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        logits, loss = train_step(model, images, labels, optimizer, scaler, criterion, precision)
         with torch.no_grad():
             sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
                                  torch.tensor(n, device=device, dtype=torch.float64)])

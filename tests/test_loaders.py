@@ -67,8 +67,10 @@ def test_pil_result_does_not_depend_on_worker_count(tiny_data):
 
 def test_pil_eval_equals_torchvision_resize_centercrop(tiny_data):
     """Same JPEGs, Pillow backend vs torchvision's Resize(K/0.875) + CenterCrop(K): they
-    differ by rounding only (at most 1 grey level, almost never)."""
-    loader = make(tiny_data, "pil", split="val", res=48, batch_size=6, augment="center", shuffle=False)
+    differ by rounding only (at most 1 grey level, almost never). With full decoding: the
+    reduced DCT scale's own difference (resampling noise) is bounded in test_pil_decode.py."""
+    loader = make(tiny_data, "pil", split="val", res=48, batch_size=6, augment="center", shuffle=False,
+                  reduced_decode=False)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     ours = torch.cat([x * std + mean for x, _ in loader]).round()
