@@ -21,7 +21,8 @@ from torchvision.ops import roi_align
 
 from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefolder import ImageIndex
-from loaders.pil import BatchTask, PilLoader
+from loaders.pil import PilLoader
+from loaders.plan import BatchTask
 
 JPEG_SOI = (0xFF, 0xD8)  # a JPEG's first two bytes, whatever its file name says
 
