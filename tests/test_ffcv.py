@@ -19,7 +19,6 @@ from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.__main__ import main as write_main
-from loaders.ffcv.decoders import CompactToDevice
 from loaders.ffcv.write import eval_max_side, train_max_side
 from loaders.imagefolder import BadDataError, scan_image_folder
 from pipeline.fixres import expected_roc_scale
@@ -225,11 +224,28 @@ def test_batches_of_mixed_sides_equal_constant_size_ones(betons):
 def test_device_copy_fills_the_front_of_the_epoch_buffer():
     """The copy FFCV's pipeline makes on a GPU, run on the CPU: a (B, S, S, 3) batch lands
     in the front of the buffer allocated for the epoch's largest batch and side."""
+    require_ffcv()  # first: a bare `import ffcv` sets torch's thread count for the whole session
+    from loaders.ffcv.decoders import CompactToDevice
     copy = CompactToDevice(torch.device("cpu")).generate_code()
     buffer = torch.zeros(8, 64, 64, 3, dtype=torch.uint8)
     batch = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
     out = copy(batch, buffer)
     assert torch.equal(out, batch) and out.data_ptr() == buffer.data_ptr() and out.is_contiguous()
+
+
+def test_torch_keeps_its_thread_count_through_epochs(betons):
+    """FFCV sets torch's thread count to its decoding threads when an epoch starts; the
+    trainer's count must survive it (a leak makes in-process training differ from the same
+    run in a subprocess)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        train_loader = loader(betons / "train", augment="rrc", shuffle=True)
+        for epoch in range(10):
+            train_loader.set_epoch(epoch)
+            assert sum(len(y) for _, y in train_loader) == 48 and torch.get_num_threads() == 3, epoch
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_split_folder_is_written_to_the_cache_once(data_copy, capfd):
