@@ -7,16 +7,11 @@ from pathlib import Path
 from loaders.base import Loader, LoaderConfig
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
 
-BACKENDS = ("pil", "synthetic", "ffcv")
+BACKENDS = ("pil", "dali", "synthetic", "ffcv")
 
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
     """The loader for `cfg.backend` over the split folder `cfg.root`."""
-    if cfg.backend == "pil":
-        from loaders.pil import PilLoader
-        if cfg.root is None:
-            raise ValueError("the pil backend needs a data folder")
-        return PilLoader(cfg, cached_index(cfg, progress))
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)
@@ -29,7 +24,22 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
         if cfg.root is None:
             raise ValueError("the ffcv backend needs a data folder or a .beton file")
         return FfcvLoader(cfg, beton_for(cfg, progress))
-    raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown loader backend {cfg.backend!r}; available: {', '.join(BACKENDS)}")
+    if cfg.root is None:
+        raise ValueError(f"the {cfg.backend} backend needs a data folder")
+    backend = imagefolder_backend(cfg.backend)  # before the scan: a missing install fails at once
+    return backend(cfg, cached_index(cfg, progress))
+
+
+def imagefolder_backend(name: str):
+    """The loader class of a backend over an ImageFolder index, imported only when asked for:
+    DALI is an optional install."""
+    if name == "dali":
+        from loaders.dali import DaliLoader
+        return DaliLoader
+    from loaders.pil import PilLoader
+    return PilLoader
 
 
 _indexes: dict[tuple, object] = {}

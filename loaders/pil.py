@@ -7,26 +7,14 @@ and the channels-last layout happen on the device, on a quarter of the bytes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.base import LoaderConfig, epoch_order, split_by_plan, to_model_input
+from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefolder import ImageIndex
-from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes
-
-
-@dataclass(frozen=True)
-class BatchTask:
-    """Everything a worker needs to produce one batch."""
-
-    res: int
-    indices: np.ndarray  # (B,) sample ids into the index
-    boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
-    flips: np.ndarray  # (B,) bool
+from loaders.plan import BatchTask, plan_epoch
 
 
 def decode_crop(path: str, box, res: int) -> np.ndarray:
@@ -90,19 +78,7 @@ class PilLoader:
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        cfg = self.cfg
-        order = epoch_order(len(self.index), cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
-        steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
-        rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
-        tasks = []
-        for step, idx in zip(steps, split_by_plan(order, steps)):
-            w, h = self.index.sizes[idx].T
-            if cfg.augment == "rrc":
-                boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
-            else:
-                boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
-            tasks.append(BatchTask(step.res, idx, boxes, flipped))
-        self.sampler.tasks = tasks
+        self.sampler.tasks = plan_epoch(self.cfg, self.index, epoch)
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -119,10 +119,11 @@ def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     assert sum(n for n, _ in shapes) == 48 and {r for _, r in shapes} == {32, 48}
 
 
-def test_mixsize_d_plus_copies_are_independent_crops(tiny_data):
+@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - PER_EPOCH_SIZE_ONLY - {"synthetic"}))
+def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
     from pipeline.sizes import MixSize
     policy = MixSize((32, 64), (1, 1), batch_size=4, mode="D+", seed=0)
-    for x, y in make(tiny_data, "pil", policy=policy):
+    for x, y in make(tiny_data, backend, policy=policy):
         k = x.shape[0] // 4
         assert k == (4 if x.shape[-1] == 32 else 1)
         groups, labels = x.view(4, k, *x.shape[1:]), y.view(4, k)

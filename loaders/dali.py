@@ -1,0 +1,185 @@
+"""DALI backend: ImageFolder JPEGs read, decoded and resampled by NVIDIA DALI, on a GPU
+(device="mixed": nvJPEG and the hardware JPEG decoder where the GPU has one) or on the CPU.
+
+The main process plans each epoch exactly as the Pillow backend does (loaders/plan.py: order
+from (seed, epoch) and the rank's shard, the size policy's steps, torchvision-semantics crop
+boxes, flips) and hands each planned batch to one DALI pipeline built once: file names, crop
+windows, flips and the output side enter through `external_source`, so a new epoch, a new
+resolution or a new batch size (MixSize) rebuilds nothing. Inside DALI:
+
+  read the file -> decode only the region the crop needs (decoders.image_slice: ROI decoding,
+  fused with the crop) -> resample the crop box to K x K (fn.resize with a fractional ROI, linear
+  + antialiased like Pillow's bilinear) -> flip + normalise (crop_mirror_normalize) to fp16 on a
+  GPU or fp32 on the CPU, layout HWC.
+
+The crop box is the train RandomResizedCrop box or the eval box of Resize(K/0.875) +
+CenterCrop(K) mapped back to the source (pipeline/transforms.py), so eval resamples once. The
+decoded region is the box plus the filter's reach, so the box edges are filtered from real
+neighbouring pixels, as Pillow does: both backends agree within a grey level (tests/test_dali.py
+measures where they do not).
+
+Crop windows are planned here rather than drawn by decoders.image_random_crop because DALI
+seeds its random operators once, when the pipeline is built: reseeding augmentation from
+(seed, epoch) in set_epoch would need a rebuild per epoch, and DALI's window sampler is not
+torchvision's (aspect drawn uniformly on [3/4, 4/3] or its inverse instead of log-uniformly,
+and a centred square as fall-back). Decoding stays fused with the crop.
+
+The HWC batch DALI returns is viewed by torch as NCHW in channels-last memory format through
+DLPack: no copy. That is safe because DALI's default (dynamic) executor hands out output buffers
+it does not reuse.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:
+    from nvidia.dali import Pipeline, fn, types
+    from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+except ImportError as e:  # never fall back to another backend silently
+    raise ImportError(
+        "the dali loader needs NVIDIA DALI, which is not installed here. Install it with "
+        "`pip install -c constraints.txt -e '.[dali]'` (package nvidia-dali-cuda130; `make test` "
+        "installs it), or pick another --loader.") from e
+
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
+from loaders.imagefolder import BadDataError, ImageIndex, check_image
+from loaders.plan import BatchTask, plan_epoch
+
+PREFETCH = 2  # batches DALI prepares while the trainer consumes one
+
+
+def dali_device_id(device: torch.device) -> int | None:
+    """DALI's device_id: None runs every operator on the CPU; a CUDA ordinal runs the mixed path."""
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"the dali loader runs on cpu or cuda devices, not {device}")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"dali loader on {device}: no CUDA GPU is visible to PyTorch (use --device cpu)")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def dali_dtype(device: torch.device, dtype: torch.dtype):
+    """fp16 on a GPU under AMP (DALI has no bf16: a bf16 run casts on the device), else fp32."""
+    half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+    return types.FLOAT16 if half else types.FLOAT
+
+
+def decode_regions(boxes: np.ndarray, sizes: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) int regions (x, y, w, h) to decode for (N, 4) crop boxes resampled to res: the box
+    widened by the linear filter's reach (one output pixel, at least one source pixel) and
+    clipped to the image."""
+    start, extent = boxes[:, :2], boxes[:, 2:]
+    reach = np.ceil(np.maximum(extent / res, 1.0)) + 1
+    lo = np.maximum(np.floor(start - reach), 0)
+    hi = np.minimum(np.ceil(start + extent + reach), sizes)
+    return np.concatenate([lo, hi - lo], axis=1).astype(np.int32)
+
+
+def yx(boxes: np.ndarray, columns: list[int]) -> np.ndarray:
+    """Two columns of (x, y, w, h) rows swapped into DALI's (y, x) order of HWC shapes."""
+    return np.ascontiguousarray(boxes[:, columns[::-1]], dtype=np.float32)
+
+
+class BatchFeed:
+    """The external_source callback: DALI's inputs for planned batch number `info.iteration`
+    of the current epoch."""
+
+    def __init__(self, index: ImageIndex):
+        self.paths = index.paths
+        self.sizes = index.sizes
+        self.tasks: list[BatchTask] = []
+
+    def __call__(self, info):
+        if info.iteration >= len(self.tasks):
+            raise StopIteration
+        task = self.tasks[info.iteration]
+        names = [np.frombuffer(self.paths[i].encode(), dtype=np.uint8) for i in task.indices]
+        regions = decode_regions(task.boxes, self.sizes[task.indices], task.res)
+        roi = task.boxes.astype(np.float64)
+        roi[:, :2] -= regions[:, :2]  # the box in the decoded region's coordinates
+        roi[:, 2:] += roi[:, :2]  # (x0, y0, x1, y1)
+        size = np.full((len(task.indices), 2), task.res, dtype=np.float32)
+        return (names, yx(regions, [0, 1]), yx(regions, [2, 3]), yx(roi, [0, 1]), yx(roi, [2, 3]),
+                task.flips.astype(np.int32), size)
+
+
+def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_batch: int,
+                   out_dtype) -> Pipeline:
+    decoder = "cpu" if device_id is None else "mixed"
+    pipe = Pipeline(batch_size=max_batch, num_threads=threads, device_id=device_id,
+                    prefetch_queue_depth=PREFETCH, exec_dynamic=True)
+    with pipe:
+        names, start, extent, roi_start, roi_end, mirror, size = fn.external_source(
+            feed, num_outputs=7, batch=True, batch_info=True)
+        images = fn.decoders.image_slice(fn.io.file.read(names), start, extent, axis_names="HW",
+                                         normalized_anchor=False, normalized_shape=False,
+                                         device=decoder, output_type=types.RGB,
+                                         adjust_orientation=False)  # boxes use the stored orientation
+        # Linear + antialias is Pillow's BILINEAR: a triangle filter widened when shrinking.
+        images = fn.resize(images, size=size, roi_start=roi_start, roi_end=roi_end,
+                           interp_type=types.INTERP_LINEAR, antialias=True)
+        pipe.set_outputs(fn.crop_mirror_normalize(
+            images, mirror=mirror, dtype=out_dtype, output_layout="HWC",
+            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD]))
+    pipe.build()
+    return pipe
+
+
+def decode_failure(error: Exception, tasks: list[BatchTask], index: ImageIndex) -> BadDataError:
+    """DALI names neither the file nor (always) the sample that failed: find the culprits among
+    the batches in flight by decoding them fully with Pillow."""
+    paths = list(dict.fromkeys(index.paths[i] for task in tasks for i in task.indices))
+    bad = [(p, why) for p in paths if (why := check_image(p, full=True)[0])]
+    said = str(error).split("encountered:")[-1].strip().splitlines()[0]
+    if bad:
+        listing = "\n".join(f"  {p}: {why}" for p, why in bad)
+        return BadDataError(f"DALI could not decode {len(bad)} file(s):\n{listing}\nDALI said: {said}\n"
+                            "Scan with --check full (and --skip-bad to leave such files out).")
+    return BadDataError(f"DALI failed on a batch of {len(paths)} files that Pillow decodes "
+                        f"({paths[0]} ... {paths[-1]}); DALI said: {said}")
+
+
+class DaliLoader:
+    def __init__(self, cfg: LoaderConfig, index: ImageIndex):
+        self.cfg = cfg
+        self.index = index
+        self.classes = index.classes
+        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.device_id = dali_device_id(cfg.device)
+        self.threads = max(cfg.workers, 1)
+        where = "cpu" if self.device_id is None else f"mixed (nvJPEG) on cuda:{self.device_id}"
+        self.summary = f"dali, {where}, {self.threads} threads: {index.report()}"
+        self.labels = torch.from_numpy(index.labels)
+        self.feed = BatchFeed(index)
+        self.pipe: Pipeline | None = None
+        self.max_batch = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.feed.tasks = plan_epoch(self.cfg, self.index, epoch)
+        largest = max((len(t.indices) for t in self.feed.tasks), default=1)
+        if largest > self.max_batch:  # DALI sizes its buffers for a maximum batch
+            self.max_batch, self.pipe = largest, None
+
+    def __len__(self) -> int:
+        return len(self.feed.tasks)
+
+    def __iter__(self):
+        if self.pipe is None:
+            self.pipe = build_pipeline(self.feed, self.device_id, self.threads, self.max_batch,
+                                       dali_dtype(self.cfg.device, self.cfg.dtype))
+        pipe, self.pipe = self.pipe, None  # an epoch left unfinished leaves batches queued in DALI
+        tasks = self.feed.tasks
+        stream = torch.cuda.current_stream(self.cfg.device) if self.device_id is not None else None
+        for k, task in enumerate(tasks):
+            try:
+                (out,) = pipe.run(stream)
+            except RuntimeError as e:
+                raise decode_failure(e, tasks[k:k + PREFETCH + 1], self.index) from e
+            images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
+            labels = self.labels[torch.from_numpy(task.indices)]
+            yield images.to(self.cfg.dtype), labels.to(self.cfg.device, non_blocking=True)
+        pipe.reset()
+        self.pipe = pipe

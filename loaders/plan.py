@@ -1,0 +1,43 @@
+"""The epoch plan of the ImageFolder backends: which images each batch holds, at what size,
+cropped where and flipped or not.
+
+Planning in the main process from (seed, epoch) alone makes the augmentation independent of
+worker counts and decoder threads, lets a decoder read only the region it needs, and gives
+every backend over the same data (pil, dali) the same crops for the same seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from loaders.base import LoaderConfig, epoch_order, split_by_plan
+from loaders.imagefolder import ImageIndex
+from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """Everything a decoder needs to produce one batch."""
+
+    res: int
+    indices: np.ndarray  # (B,) sample ids into the index
+    boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
+    flips: np.ndarray  # (B,) bool
+
+
+def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
+    """This rank's batches of `epoch`: order and sizes from the policy, crop boxes with
+    torchvision's RandomResizedCrop semantics (train) or the test-time centre crop (eval)."""
+    order = epoch_order(len(index), cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
+    steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
+    rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
+    tasks = []
+    for step, idx in zip(steps, split_by_plan(order, steps)):
+        w, h = index.sizes[idx].T
+        if cfg.augment == "rrc":
+            boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
+        else:
+            boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
+        tasks.append(BatchTask(step.res, idx, boxes, flipped))
+    return tasks
