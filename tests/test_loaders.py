@@ -119,7 +119,7 @@ def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     assert sum(n for n, _ in shapes) == 48 and {r for _, r in shapes} == {32, 48}
 
 
-@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - PER_EPOCH_SIZE_ONLY - {"synthetic"}))
+@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - {"synthetic"}))
 def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
     from pipeline.sizes import MixSize
     policy = MixSize((32, 64), (1, 1), batch_size=4, mode="D+", seed=0)
