@@ -22,7 +22,7 @@ from loaders.ffcv.__main__ import main as write_main
 from loaders.ffcv.write import eval_max_side, train_max_side
 from loaders.imagefolder import BadDataError, scan_image_folder
 from pipeline.fixres import expected_roc_scale
-from pipeline.sizes import ConstantSize, LinearRamp, Step
+from pipeline.sizes import ConstantSize, LinearRamp, MixSize, Step
 from test_imagefolder import first_image, truncate
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
@@ -154,18 +154,26 @@ def test_result_does_not_depend_on_thread_count(betons):
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
 
 
-@dataclass(frozen=True)
-class Copies:
-    """A plan of batches holding 2 augmented copies of 4 images."""
-
-    def plan(self, epoch, num_samples, drop_last):
-        return [Step(32, 8, copies=2)] * (num_samples // 4)
-
-
-def test_copies_of_an_image_crop_differently(betons):
-    images, labels = pixels(loader(betons / "train", augment="rrc", shuffle=True, policy=Copies()))
-    assert len(labels) == 96 and torch.equal(labels[0::2], labels[1::2])
-    assert not any(torch.equal(a, b) for a, b in zip(images[0::2], images[1::2]))
+def test_d_plus_batches_hold_copies_with_their_own_crops(betons, gradient_data):
+    """D+ at two sides: 4 distinct images per batch, in 4 copies at 32 px and 1 at 64 px;
+    every image once per epoch, its copies with its label and each from its own crop box
+    (read from the gradient images' pixels)."""
+    policy = MixSize((32, 64), (1, 1), batch_size=4, mode="D+", seed=0)
+    shapes, first_copies = [], []
+    for x, y in loader(betons / "train", augment="rrc", shuffle=True, policy=policy):
+        k = len(y) // 4
+        shapes.append((len(y), x.shape[-1]))
+        assert (y.view(4, k) == y.view(4, k)[:, :1]).all(), "copies of one image share its label"
+        first_copies += y[::k].tolist()
+    assert shapes == [(s.batch_size, s.res) for s in policy.plan(0, 48, drop_last=True)]
+    assert set(shapes) == {(16, 32), (4, 64)}
+    assert sorted(Counter(first_copies).values()) == [16, 16, 16]  # tiny_data: 3 classes x 16
+    for x, _ in loader(gradient_data / "train", augment="rrc", shuffle=True, policy=policy):
+        if x.shape[-1] > 32:
+            continue
+        w, h, _ = boxes_seen(x * STD + MEAN, 32)
+        boxes = np.stack([w, h], axis=1).reshape(4, 4, 2)
+        assert all(np.ptp(copies, axis=0).max() > 1 for copies in boxes), "each copy has its own crop"
 
 
 def compiled_overloads(ffcv_loader) -> int:
@@ -187,11 +195,57 @@ def test_compilation_happens_before_the_first_epoch(betons):
     assert compiled_overloads(ramp) == compiled
 
 
-def test_per_batch_sizes_are_refused_with_the_plan():
-    from loaders.ffcv.loader import epoch_shape
-    assert epoch_shape([Step(64, 8), Step(64, 8), Step(64, 3)]) == (64, 8)
-    with pytest.raises(NotImplementedError, match=r"\(64, 8\), \(96, 4\)"):
-        epoch_shape([Step(64, 8), Step(96, 4)])
+@dataclass(frozen=True)
+class FixedPlan:
+    steps: tuple[Step, ...]
+
+    def plan(self, epoch, num_samples, drop_last):
+        return list(self.steps)
+
+
+def test_batches_of_mixed_sides_equal_constant_size_ones(betons):
+    """Each batch of a plan that changes side and size per batch holds the pixels a
+    one-size loader gives the same images (centre crops are deterministic), without any
+    compilation beyond the constructor's."""
+    plan = FixedPlan((Step(48, 4), Step(32, 8), Step(64, 2), Step(32, 4)))
+    mixed = loader(betons / "val", policy=plan)
+    compiled = compiled_overloads(mixed)
+    start = 0
+    for (images, labels), step in zip(mixed, plan.steps, strict=True):
+        same, same_labels = pixels(loader(betons / "val", res=step.res, batch_size=18))
+        assert images.shape == (step.batch_size, 3, step.res, step.res)
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(pixels([(images, labels)])[0], same[start:start + step.batch_size])
+        assert torch.equal(labels, same_labels[start:start + step.batch_size])
+        start += step.batch_size
+    assert compiled_overloads(mixed) == compiled
+
+
+def test_device_copy_fills_the_front_of_the_epoch_buffer():
+    """The copy FFCV's pipeline makes on a GPU, run on the CPU: a (B, S, S, 3) batch lands
+    in the front of the buffer allocated for the epoch's largest batch and side."""
+    require_ffcv()  # first: a bare `import ffcv` sets torch's thread count for the whole session
+    from loaders.ffcv.decoders import CompactToDevice
+    copy = CompactToDevice(torch.device("cpu")).generate_code()
+    buffer = torch.zeros(8, 64, 64, 3, dtype=torch.uint8)
+    batch = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    out = copy(batch, buffer)
+    assert torch.equal(out, batch) and out.data_ptr() == buffer.data_ptr() and out.is_contiguous()
+
+
+def test_torch_keeps_its_thread_count_through_epochs(betons):
+    """FFCV sets torch's thread count to its decoding threads when an epoch starts; the
+    trainer's count must survive it (a leak makes in-process training differ from the same
+    run in a subprocess)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        train_loader = loader(betons / "train", augment="rrc", shuffle=True)
+        for epoch in range(10):
+            train_loader.set_epoch(epoch)
+            assert sum(len(y) for _, y in train_loader) == 48 and torch.get_num_threads() == 3, epoch
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_split_folder_is_written_to_the_cache_once(data_copy, capfd):

@@ -10,9 +10,6 @@ from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order
 from pipeline.sizes import ConstantSize, LinearRamp
 
 
-PER_EPOCH_SIZE_ONLY = {"ffcv"}  # backends that refuse per-batch size plans, with a clear error
-
-
 def make(data, backend, split="train", res=32, batch_size=8, augment="rrc", shuffle=True, workers=0, **kw):
     cfg = LoaderConfig(backend=backend, root=str(data / split), policy=kw.pop("policy", ConstantSize(res, batch_size)),
                        augment=augment, shuffle=shuffle, workers=workers, **kw)
@@ -118,17 +115,13 @@ def test_split_by_plan_repeats_copies_in_place():
 def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     from pipeline.sizes import MixSize
     policy = MixSize((32, 48), (1, 1), batch_size=4, mode="B+", ref_size=48, seed=0)
-    if backend in PER_EPOCH_SIZE_ONLY:
-        with pytest.raises(NotImplementedError, match="one size and batch size per epoch"):
-            make(tiny_data, backend, policy=policy)
-        return
     loader = make(tiny_data, backend, policy=policy)
     shapes = [(x.shape[0], x.shape[-1]) for x, _ in loader]
     assert shapes == [(s.batch_size, s.res) for s in policy.plan(0, 48, drop_last=True)]
     assert sum(n for n, _ in shapes) == 48 and {r for _, r in shapes} == {32, 48}
 
 
-@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - PER_EPOCH_SIZE_ONLY - {"synthetic"}))
+@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - {"synthetic"}))
 def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
     from pipeline.sizes import MixSize
     policy = MixSize((32, 64), (1, 1), batch_size=4, mode="D+", seed=0)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import train
-from test_loaders import PER_EPOCH_SIZE_ONLY
 from pipeline.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,10 +138,6 @@ def test_synthetic_backend_trains_without_data(tmp_path):
 @pytest.mark.parametrize("backend", __import__("loaders").BACKENDS)
 def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend):
     out = tmp_path / "mix"
-    if backend in PER_EPOCH_SIZE_ONLY:
-        with pytest.raises(NotImplementedError, match="one size and batch size per epoch"):
-            run("train", "--data", tiny_data, "--loader", backend, "--mix-sizes", "32,48", "--out", out, *FAST)
-        return
     run("train", "--data", tiny_data, "--loader", backend, "--epochs", 1, "--mix-sizes", "32,48",
         "--mix-mode", "B+", "--out", out, *FAST)
     metrics = lines(out / "metrics.jsonl")[0]

@@ -5,7 +5,7 @@ decoders behind the one loader interface.
 
 write.py turns an ImageFolder split into a .beton (FFCV's DatasetWriter) with its class list
 beside it; beton.py checks a .beton and finds the one a split folder stands for (written and
-cached on first use); decoders.py holds the seeded RandomResizedCrop decoder; loader.py is
+cached on first use); decoders.py holds the seeded crop decoder (any side per batch); loader.py is
 the backend itself.
 """
 from __future__ import annotations

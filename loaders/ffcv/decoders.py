@@ -1,37 +1,56 @@
-"""FFCV's RandomResizedCrop decoder, seeded, with the horizontal flip drawn alongside.
+"""FFCV's crop-and-resize decoders, seeded, at a side chosen per batch.
 
 FFCV 1.0.2 draws crops (and RandomHorizontalFlip its flips) from numba's per-thread random
 generators, which nothing seeds: augmentation would differ between runs and with the thread
-count, and `set_epoch` could not replay an epoch. This decoder reseeds the generator for
+count, and `set_epoch` could not replay an epoch. `PlannedCrop` reseeds the generator for
 every image from (epoch seed, sample id, slot in the batch) and then calls FFCV's own crop
-sampler (`get_random_crop`, torchvision's semantics) and FFCV's decode and resize. The slot
-makes the copies of one image in a batch (Step.copies) crop differently.
+samplers (`get_random_crop`, torchvision's semantics; `get_center_crop`) and FFCV's decode
+and resize. The slot makes the copies of one image in a batch (Step.copies) crop differently.
 
-The epoch seed reaches the compiled code through a one-element array read once per batch in
-object mode: numba freezes the arrays a compiled closure captures, and recompiling every
-epoch would cost seconds.
+Each batch has its own side (MixSize plans): FFCV allocates one output buffer per batch slot
+for the epoch's largest batch at its largest side, and the decoder fills the compact front of
+it, (B, S, S, 3) contiguous, and returns that. FFCV's buffer shapes are fixed per epoch and its
+code compiled once, so the side cannot be a shape: the epoch seed and the side of the batch
+being decoded reach the compiled code through a small array read once per batch in object
+mode (numba freezes the arrays a compiled closure captures, and recompiling costs seconds).
 """
 from __future__ import annotations
 
 import numpy as np
-from ffcv.fields.rgb_image import IMAGE_MODES, RandomResizedCropRGBImageDecoder, get_random_crop
+from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder, get_center_crop, get_random_crop
 from ffcv.libffcv import imdecode, resize_crop
 from ffcv.pipeline.compiler import Compiler
+from ffcv.transforms import ToDevice
 from numba import objmode
 
 # numba's warning about the object-mode block; it runs once per batch, outside the parallel loop.
 OBJECT_MODE_WARNING = "Code running in object mode won't allow parallel"
 
 FLIP_PROBABILITY = 0.5
+SEED, SIDE = 0, 1  # slots of PlannedCrop.cell
 
 
-class SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
-    def __init__(self, output_size, scale, ratio):
-        super().__init__(output_size, tuple(scale), tuple(ratio))
-        self.epoch_seed = np.zeros(1, dtype=np.int64)
+class PlannedCrop(ResizedCropRGBImageDecoder):
+    """Crop (random resized + flip, or centre), resized to the side in `cell[SIDE]`;
+    `output_size` is the largest side of the epoch (what FFCV allocates)."""
 
-    def set_seed(self, seed: int) -> None:
-        self.epoch_seed[0] = seed
+    def __init__(self, random: bool, scale, ratio, max_side: int):
+        super().__init__((max_side, max_side))
+        self.random = random
+        self.scale, self.ratio = (np.array(scale), np.array(ratio)) if random else (None, ratio)
+        self.cell = np.array([0, max_side], dtype=np.int64)
+
+    @classmethod
+    def random_resized(cls, scale, ratio, max_side: int) -> "PlannedCrop":
+        return cls(True, tuple(scale), tuple(ratio), max_side)
+
+    @classmethod
+    def center(cls, crop_ratio: float, max_side: int) -> "PlannedCrop":
+        return cls(False, None, crop_ratio, max_side)
+
+    @property
+    def get_crop_generator(self):
+        return get_random_crop if self.random else get_center_crop
 
     def generate_code(self):
         jpg = IMAGE_MODES["jpg"]
@@ -39,15 +58,16 @@ class SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
         my_range = Compiler.get_iterator()
         imdecode_c = Compiler.compile(imdecode)
         resize_crop_c = Compiler.compile(resize_crop)
-        get_crop_c = Compiler.compile(get_random_crop)
-        scale, ratio = np.array(self.scale), np.array(self.ratio)
-        cell = self.epoch_seed
+        get_crop_c = Compiler.compile(self.get_crop_generator)
+        scale, ratio, flip, cell = self.scale, self.ratio, self.random, self.cell
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, temp_storage = my_storage
-            with objmode(epoch_seed="int64"):
-                epoch_seed = cell[0]
-            for dst_ix in my_range(len(batch_indices)):
+            with objmode(epoch_seed="int64", side="int64"):
+                epoch_seed, side = cell[SEED], cell[SIDE]
+            count = len(batch_indices)
+            batch = destination.reshape(-1)[:count * side * side * 3].reshape(count, side, side, 3)
+            for dst_ix in my_range(count):
                 source_ix = np.int64(batch_indices[dst_ix])
                 np.random.seed((epoch_seed + source_ix * 2654435761 + dst_ix * 40503) % 4294967296)
                 field = metadata[source_ix]
@@ -59,11 +79,27 @@ class SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
                 else:
                     image = image_data.reshape(height, width, 3)
                 i, j, h, w = get_crop_c(height, width, scale, ratio)
-                out = destination[dst_ix]
+                out = batch[dst_ix]
                 resize_crop_c(image, i, i + h, j, j + w, out)
-                if np.random.random() < FLIP_PROBABILITY:
+                if flip and np.random.random() < FLIP_PROBABILITY:
                     out[:] = out[:, ::-1].copy()
-            return destination[:len(batch_indices)]
+            return batch
 
         decode.is_parallel = True
         return decode
+
+
+class CompactToDevice(ToDevice):
+    """FFCV's ToDevice for batches smaller than its buffer in every dimension: copies the
+    (B, S, S, 3) batch into the front of the device buffer allocated at the epoch's largest
+    batch and side (FFCV's own slices the batch dimension only)."""
+
+    def generate_code(self):
+        non_blocking = self.non_blocking
+
+        def to_device(inp, dst):
+            front = dst.view(-1)[:inp.numel()].view(inp.shape)
+            front.copy_(inp, non_blocking=non_blocking)
+            return front
+
+        return to_device

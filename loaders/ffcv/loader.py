@@ -1,21 +1,23 @@
 """The ffcv backend: a .beton read by FFCV's compiled pipeline, behind the loader interface.
 
-Train ("rrc"): the seeded RandomResizedCrop + flip decoder (decoders.py). Eval ("center"):
-FFCV's CenterCropRGBImageDecoder (a centre square of crop_ratio x the shorter side, resized
-to K). Both then ToTensor and ToTorchImage(channels_last=True), with ToDevice (non-blocking,
-on FFCV's own CUDA streams) in between on a GPU; the uint8 batch is normalised to the
-loader's dtype on the device.
+Images: the seeded crop decoder (decoders.py; train "rrc": RandomResizedCrop + flip, eval
+"center": a centre square of crop_ratio x the shorter side, FFCV's crop), then ToTensor and
+ToTorchImage(channels_last=True), with a copy to the device (non-blocking, on FFCV's own CUDA
+streams) in between on a GPU; the uint8 batch is normalised to the loader's dtype on the device.
 
 Order and plan are the interface's: `epoch_order` (seeded from (seed, epoch), trimmed to
-equal shards, each rank its own) split by the size policy's plan, handed to FFCV as the
-epoch's traversal order. FFCV's RANDOM order seeds with seed + epoch (seed 0 epoch 1 equals
-seed 1 epoch 0), its distributed mode pads shards with repeated samples (counted twice in
-evaluation) and QUASI_RANDOM does not shard at all; one planned order avoids all three and
-gives every backend the same sequence of images.
+equal shards, each rank its own) split by the size policy's plan into batches, which FFCV
+serves one by one, each at its own side and size (MixSize). FFCV's RANDOM order seeds with
+seed + epoch (seed 0 epoch 1 equals seed 1 epoch 0), its distributed mode pads shards with
+repeated samples (counted twice in evaluation) and QUASI_RANDOM does not shard at all; one
+planned order avoids all three and gives every backend the same sequence of images.
 
-The decoder's output size is read when each epoch's buffers are allocated, so set_epoch
-changes the resolution without recompiling. Compilation (numba, seconds) happens once, in
-the constructor, on one batch: the first epoch's throughput is not charged for it.
+Per-batch sides and sizes (chosen over one FFCV loader per side, which would compile and
+prefetch once per side and need one thread pool each): one pipeline whose buffers are
+allocated each epoch for the plan's largest batch at its largest side; every batch is
+decoded at its own side into the front of its buffer (decoders.py). A constant plan
+allocates exactly what it uses. Compilation (numba, seconds) happens once, in the
+constructor, on one batch: no epoch's throughput is charged for it, whatever its sides.
 """
 from __future__ import annotations
 
@@ -25,15 +27,16 @@ import warnings
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
-from ffcv.fields.rgb_image import CenterCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from numba.core.errors import NumbaWarning
 
 from loaders.base import LoaderConfig, epoch_order, normalised, split_by_plan
 from loaders.ffcv import torch_threads_kept
 from loaders.ffcv.beton import Beton
-from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SeededRandomResizedCrop
+from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SEED, SIDE, CompactToDevice, PlannedCrop
 from loaders.imagefolder import BadDataError
 from pipeline.sizes import Step
 
@@ -41,29 +44,49 @@ BATCHES_AHEAD = 3  # batches FFCV prepares ahead of the consumer
 
 
 class PlannedLoader(Loader):
-    """FFCV's Loader traversing the order we plan for the epoch (`planned`, sample ids in
-    batch order, repeated ids for augmented copies), in chunks of `batch_size`."""
+    """FFCV's Loader serving the batches we plan for the epoch: `batches` holds each batch's
+    sample ids (repeated ids for augmented copies) and `sides` its side. `batch_size` is the
+    largest batch and the decoder's output size the largest side, which is what FFCV
+    allocates its buffers for: exact for a constant plan, about (S_max/S_min)^2 times a
+    batch's bytes for a B+ or D+ plan (pinned host memory, and device memory on a GPU).
+    Memory is read through the OS page cache (os_cache=True), which needs no schedule."""
 
-    def __init__(self, planned: np.ndarray, **kwargs):
-        self.planned = planned
+    def __init__(self, decoder: PlannedCrop, **kwargs):
+        self.decoder = decoder
+        self.batches, self.sides = [], []
         super().__init__(**kwargs)
 
-    def next_traversal_order(self):
-        return self.planned
+    def plan(self, batches: list[np.ndarray], sides: list[int]) -> None:
+        self.batches, self.sides = batches, sides
+        self.batch_size = max((len(b) for b in batches), default=1)
+        self.decoder.output_size = (max(sides, default=1),) * 2
+
+    def __iter__(self):
+        Compiler.set_num_threads(self.num_workers)
+        return PlannedEpoch(self)
 
     def __len__(self) -> int:
-        return -(-len(self.planned) // self.batch_size)
+        return len(self.batches)
 
 
-def epoch_shape(steps: list[Step]) -> tuple[int, int]:
-    """(resolution, batch size) of a plan that FFCV can serve: one size and one batch size,
-    only the last batch smaller."""
-    if len({s.res for s in steps}) > 1 or len({s.batch_size for s in steps[:-1]}) > 1 \
-            or steps[-1].batch_size > steps[0].batch_size:
-        sizes = sorted({(s.res, s.batch_size) for s in steps})
-        raise NotImplementedError(f"the ffcv backend serves one size and batch size per epoch; this plan has "
-                                  f"(resolution, batch size) {sizes[:6]}")
-    return steps[0].res, steps[0].batch_size
+class PlannedEpoch(EpochIterator):
+    """FFCV's epoch iterator over the loader's planned batches instead of equal chunks of its
+    order. EpochIterator cuts its order by batch_size (and hands those chunks to the memory
+    manager, which the OS cache ignores) and starts its thread at the end of __init__:
+    `start` is where the planned batches replace the chunks."""
+
+    def __init__(self, loader: PlannedLoader):
+        self.planned, self.sides = loader.batches, loader.sides
+        super().__init__(loader, np.concatenate([np.zeros(0, np.int64), *self.planned]))
+
+    def start(self):
+        self.iter_ixes = iter(self.planned)
+        super().start()
+
+    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        # batches run one at a time on this thread, in order: the decoder reads the side here
+        self.loader.decoder.cell[SIDE] = self.sides[b_ix]
+        return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
 
 
 class FfcvLoader:
@@ -74,34 +97,36 @@ class FfcvLoader:
         self.num_samples = len(beton)
         self.skipped = beton.skipped
         self.summary = f"ffcv: {beton.report()}"
-        first = self.plan(0)
-        res, batch_size = epoch_shape(first[0]) if first[0] else (32, 1)
+        steps, batches = self.plan(0)
+        side = max((s.res for s in steps), default=1)
         if cfg.augment == "rrc":
-            self.decoder = SeededRandomResizedCrop((res, res), cfg.rrc.scale, cfg.rrc.ratio)
+            self.decoder = PlannedCrop.random_resized(cfg.rrc.scale, cfg.rrc.ratio, side)
         else:
-            self.decoder = CenterCropRGBImageDecoder((res, res), cfg.center.crop_ratio)
-        on_gpu = [ToDevice(cfg.device, non_blocking=True)] if cfg.device.type == "cuda" else []
+            self.decoder = PlannedCrop.center(cfg.center.crop_ratio, side)
+        gpu = cfg.device.type == "cuda"
+        images = [self.decoder, ToTensor(), *([CompactToDevice(cfg.device)] if gpu else []),
+                  ToTorchImage(channels_last=True)]
+        labels = [IntDecoder(), ToTensor(), *([ToDevice(cfg.device)] if gpu else [])]
         with torch_threads_kept():
             self.loader = PlannedLoader(
-                first[1], fname=str(beton.path), batch_size=batch_size, num_workers=max(cfg.workers, 1),
+                self.decoder, fname=str(beton.path), batch_size=1, num_workers=max(cfg.workers, 1),
                 os_cache=True, order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=BATCHES_AHEAD,
-                pipelines={"image": [self.decoder, ToTensor(), *on_gpu, ToTorchImage(channels_last=True)],
-                           "label": [IntDecoder(), ToTensor(), *on_gpu]})
-            self.compile_seconds = self.compile(first[1][:batch_size])
+                pipelines={"image": images, "label": labels})
+            self.compile_seconds = self.compile(batches[:1], [s.res for s in steps[:1]])
         self.set_epoch(0)
 
-    def plan(self, epoch: int) -> tuple[list[Step], np.ndarray]:
-        """The epoch's steps and its sample ids in batch order."""
+    def plan(self, epoch: int) -> tuple[list[Step], list[np.ndarray]]:
+        """The epoch's steps and the sample ids of each."""
         cfg = self.cfg
         order = epoch_order(self.num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
         steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
-        ids = np.concatenate([np.zeros(0, np.int64), *split_by_plan(order, steps)]).astype(np.int64)
-        return steps, ids
+        return steps, [ids.astype(np.int64) for ids in split_by_plan(order, steps)]
 
-    def compile(self, ids: np.ndarray) -> float:
-        """Run one batch so that numba compiles now; returns the seconds it took."""
+    def compile(self, batches: list[np.ndarray], sides: list[int]) -> float:
+        """Run one batch so that numba compiles now (once: sides and batch sizes are not
+        types); returns the seconds it took."""
         start = time.perf_counter()
-        self.loader.planned = ids
+        self.loader.plan(batches, sides)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=OBJECT_MODE_WARNING, category=NumbaWarning)
             for _ in self.loader:
@@ -109,14 +134,10 @@ class FfcvLoader:
         return time.perf_counter() - start
 
     def set_epoch(self, epoch: int) -> None:
-        self.steps, ids = self.plan(epoch)
-        if self.steps:
-            res, self.loader.batch_size = epoch_shape(self.steps)
-            self.decoder.output_size = (res, res)
-        self.loader.planned = ids
-        if isinstance(self.decoder, SeededRandomResizedCrop):
-            cfg = self.cfg
-            self.decoder.set_seed(int(np.random.SeedSequence([cfg.seed, epoch, cfg.rank]).generate_state(1)[0]))
+        self.steps, batches = self.plan(epoch)
+        self.loader.plan(batches, [s.res for s in self.steps])
+        cfg = self.cfg
+        self.decoder.cell[SEED] = int(np.random.SeedSequence([cfg.seed, epoch, cfg.rank]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self.steps)
