@@ -32,7 +32,9 @@ def grey_levels(images: torch.Tensor) -> np.ndarray:
 
 
 def both_backends(data, **kw) -> tuple[np.ndarray, np.ndarray]:
-    pil, dali = (np.concatenate([grey_levels(x) for x, _ in make(data, b, **kw)]) for b in ("pil", "dali"))
+    """Both backends' batches as grey levels; Pillow decodes at full scale, as DALI does."""
+    pil, dali = (np.concatenate([grey_levels(x) for x, _ in make(data, b, reduced_decode=False, **kw)])
+                 for b in ("pil", "dali"))
     return pil, dali
 
 
