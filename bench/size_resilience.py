@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import train
+from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt
 from pipeline.report import markdown_table
 
@@ -87,8 +88,8 @@ def study(cfg: StudyConfig) -> dict:
     for name, run in runs.items():
         curves[name] = swept(cfg, run, 0)
         curves[f"{name} + BN recal."] = swept(cfg, run, cfg.recalibrate_bn)
-    result = {"config": asdict(cfg), "fixed_res": fixed_res, "runs": runs, "curves": curves,
-              "table": table(cfg, runs, curves)}
+    result = {"config": asdict(cfg), "machine": describe_machine(), "fixed_res": fixed_res, "runs": runs,
+              "curves": curves, "table": table(cfg, runs, curves)}
     (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (root / "study.md").write_text(result["table"] + "\n")
     plot(root / "study.png", curves, fixed_res)
