@@ -93,8 +93,8 @@ def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule
     model.train()
     steps = len(loader)
     device = precision.device
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss*n, correct, n
-    sizes: Counter = Counter()
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss*n, correct: stay on the device
+    sizes: Counter = Counter()  # images per side, counted on the host (shapes need no sync)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
     start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
@@ -104,14 +104,15 @@ def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule
         set_lr(optimizer, lr)
         logits, loss = train_step(model, images, labels, optimizer, scaler, criterion, precision)
         with torch.no_grad():
-            sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double(),
-                                 torch.tensor(n, device=device, dtype=torch.float64)])
+            sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()])
         bar.update(1)
         if progress and (i % BAR_EVERY == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.3f}", lr=f"{lr:.3g}", res=images.shape[-1])
+            bar.set_postfix(loss=f"{sums[0].item() / sum(sizes.values()):.3f}", lr=f"{lr:.3g}",
+                            res=images.shape[-1])
     bar.close()
     seconds = time.perf_counter() - start
-    loss_sum, correct, count = all_sum(sums, dist).tolist()
+    count = torch.tensor([float(sum(sizes.values()))], device=device, dtype=torch.float64)
+    loss_sum, correct, count = all_sum(torch.cat([sums, count]), dist).tolist()
     return {"train_loss": loss_sum / max(count, 1), "train_acc": 100 * correct / max(count, 1),
             "train_images": int(count), "train_seconds": seconds,
             "train_img_per_s": count / seconds if seconds else 0.0,
@@ -128,7 +129,8 @@ def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
     """
     model.eval()
     device = precision.device
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss*n, top1, top5, n
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss*n, top1, top5: stay on the device
+    images_seen = 0
     start = time.perf_counter()
     for images, labels in tqdm(loader, desc=desc, unit="step", disable=not progress, leave=False):
         with precision.autocast():
@@ -137,9 +139,10 @@ def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hits = top == labels[:, None]
-        sums += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.any(1).sum().double(),
-                             torch.tensor(labels.shape[0], device=device, dtype=torch.float64)])
+        sums += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.any(1).sum().double()])
+        images_seen += labels.shape[0]
     seconds = time.perf_counter() - start
-    loss_sum, top1, top5, count = all_sum(sums, dist).tolist()
+    count = torch.tensor([float(images_seen)], device=device, dtype=torch.float64)
+    loss_sum, top1, top5, count = all_sum(torch.cat([sums, count]), dist).tolist()
     return {"loss": loss_sum / max(count, 1), "top1": 100 * top1 / max(count, 1),
             "top5": 100 * top5 / max(count, 1), "images": int(count), "seconds": seconds}
