@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from loaders import BACKENDS, create_loader
 from loaders.base import LoaderConfig
 from pipeline.bn import recalibrate_bn
-from pipeline.config import add_arguments, from_args, opt
+from pipeline.config import add_arguments, from_args, opt, positive_ints
 from pipeline.distributed import DistContext, barrier, init_from_env
 from pipeline.engine import Precision, evaluate, resolve_device, resolve_precision, train_epoch
 from pipeline.finetune import finetune_parameters
@@ -111,7 +111,7 @@ class TrainConfig(OptimConfig):
     def size_policy(self) -> SizePolicy:
         mix = dict(batch_size=self.batch_size, mode=self.mix_mode, ref_size=self.mix_ref, seed=self.seed)
         if self.mix_sizes:
-            sizes = parse_ints(self.mix_sizes, "--mix-sizes")
+            sizes = positive_ints(self.mix_sizes, "--mix-sizes")
             weights = parse_floats(self.mix_weights, "--mix-weights") if self.mix_weights else (1.0,) * len(sizes)
             return MixSize(sizes, weights, **mix)
         if self.mix_mean:
@@ -178,18 +178,7 @@ class FixResConfig(TrainConfig):
 def parse_resolutions(text: str, train_res: int) -> list[int]:
     if text == "auto":
         return sweep_resolutions(train_res)
-    return list(parse_ints(text, "test resolutions"))
-
-
-def parse_ints(text: str, name: str) -> tuple[int, ...]:
-    """Positive integers from 'a,b,c', or a ValueError naming the option and the text."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return values
+    return list(positive_ints(text, "test resolutions"))
 
 
 def parse_floats(text: str, name: str) -> tuple[float, ...]:

@@ -23,7 +23,8 @@ from typing import Callable, Iterator
 import psutil
 import torch
 
-from pipeline.report import markdown_table
+from pipeline.config import positive_ints
+from pipeline.report import markdown_table, save_figure
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "pillow-simd", "psutil", "timm", "ffcv",
              "nvidia-dali-cuda130")
@@ -258,13 +259,11 @@ def progress_enabled(flag: bool) -> bool:
 
 
 def parse_ints(text: str) -> list[int]:
+    """argparse type: positive integers from 'a,b,c'."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+        return list(positive_ints(text, "value"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,15 +302,6 @@ def write_results(name: str, args: argparse.Namespace, rows: list[dict], headers
               "args": vars(args), **(extra or {}), "rows": rows}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig = draw()
-        fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=120)
-        plt.close(fig)
-    except ImportError:
-        say("matplotlib is not installed (pip install '.[plots]'): no plot written")
+    save_figure(folder / f"{name}.png", draw)
     say(f"results: {path} (+ .md, .png)")
     return path

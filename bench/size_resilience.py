@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import train
 from bench.common import describe_machine
-from pipeline.config import add_arguments, from_args, opt
-from pipeline.report import markdown_table
+from pipeline.config import add_arguments, from_args, opt, positive_ints
+from pipeline.report import markdown_table, save_figure
 
 
 @dataclass
@@ -92,13 +91,13 @@ def study(cfg: StudyConfig) -> dict:
               "curves": curves, "table": table(cfg, runs, curves)}
     (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (root / "study.md").write_text(result["table"] + "\n")
-    plot(root / "study.png", curves, fixed_res)
+    save_figure(root / "study.png", lambda: curves_figure(curves, fixed_res))
     print(result["table"])
     return result
 
 
 def table(cfg: StudyConfig, runs: dict, curves: dict) -> str:
-    sides = train.parse_ints(cfg.test_res, "--test-res")
+    sides = positive_ints(cfg.test_res, "--test-res")
     rows = [[name, *(f"{curve[s]:.2f}" for s in sides)] for name, curve in curves.items()]
     times = [f"- {name}: {run['seconds_per_epoch']:.1f} s per epoch, sizes used (images) {run['sizes']}"
              for name, run in runs.items()]
@@ -106,14 +105,8 @@ def table(cfg: StudyConfig, runs: dict, curves: dict) -> str:
                       "", markdown_table(["model", *map(str, sides)], rows), "", *times])
 
 
-def plot(path: Path, curves: dict, fixed_res: int) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written", file=sys.stderr)
-        return
+def curves_figure(curves: dict, fixed_res: int):
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, curve in curves.items():
         ax.plot(list(curve), list(curve.values()), "o-" if "recal" not in name else "s--", label=name)
@@ -122,9 +115,7 @@ def plot(path: Path, curves: dict, fixed_res: int) -> None:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,3 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 def from_args(cls, namespace: argparse.Namespace):
     return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
+
+
+def positive_ints(text: str, name: str) -> tuple[int, ...]:
+    """Positive integers from 'a,b,c', or a ValueError naming the option and the text."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive integers, got {text!r}")
+    return values

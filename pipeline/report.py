@@ -50,7 +50,9 @@ def fixres_report(root: Path, train_res: int, finetune_res: int, before: list[di
     return report
 
 
-def plot_sweeps(path: Path, train_res: int, finetune_res: int, before: list[dict], after: list[dict]):
+def save_figure(path: Path, draw) -> Path | None:
+    """Save the matplotlib figure that `draw()` returns (it may import pyplot: the headless
+    backend is chosen first); without matplotlib, say so and save nothing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -58,6 +60,19 @@ def plot_sweeps(path: Path, train_res: int, finetune_res: int, before: list[dict
     except ImportError:
         print("matplotlib is not installed (pip install '.[plots]'): no plot written")
         return None
+    fig = draw()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_sweeps(path: Path, train_res: int, finetune_res: int, before: list[dict], after: list[dict]):
+    return save_figure(path, lambda: sweeps_figure(train_res, finetune_res, before, after))
+
+
+def sweeps_figure(train_res: int, finetune_res: int, before: list[dict], after: list[dict]):
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["test_res"] for r in before], [r["top1"] for r in before], "o-", label="trained (no fine-tuning)")
     ax.plot([r["test_res"] for r in after], [r["top1"] for r in after], "s-",
@@ -67,7 +82,4 @@ def plot_sweeps(path: Path, train_res: int, finetune_res: int, before: list[dict
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
