@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 from loaders.base import Loader, LoaderConfig
-from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders, scan_image_folder
+from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders
+from loaders.indexcache import ScanSettings, stored_index
 
 BACKENDS = ("pil", "dali", "synthetic", "ffcv", "nvjpeg")
 
@@ -29,7 +30,7 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
     if cfg.root is None:
         raise ValueError(f"the {cfg.backend} backend needs a data folder")
     backend = imagefolder_backend(cfg.backend)  # before the scan: a missing install fails at once
-    return backend(cfg, cached_index(cfg, progress))
+    return backend(cfg, cached_index(cfg, progress, getattr(backend, "decodes", None)))
 
 
 def imagefolder_backend(name: str):
@@ -48,12 +49,15 @@ def imagefolder_backend(name: str):
 _indexes: dict[tuple, object] = {}
 
 
-def cached_index(cfg: LoaderConfig, progress: bool = True):
-    """The scanned index of `cfg.root`, once per process: a sweep or a recalibration builds
-    a loader per resolution over the same folder, and scanning ImageNet takes minutes."""
-    key = (str(Path(cfg.root).resolve()), tuple(cfg.classes or ()), cfg.check, cfg.skip_bad)
+def cached_index(cfg: LoaderConfig, progress: bool = True, formats: frozenset[str] | None = None):
+    """The index of `cfg.root` for a backend that decodes `formats` (None: whatever Pillow opens):
+    from the stored index shared by every job and rank (loaders/indexcache.py), and once per
+    process: a sweep or a recalibration builds a loader per resolution over the same folder."""
+    settings = ScanSettings(tuple(cfg.classes) if cfg.classes is not None else None, cfg.check, cfg.skip_bad,
+                            tuple(sorted(formats)) if formats is not None else None)
+    key = (str(Path(cfg.root).resolve()), settings)
     if key not in _indexes:
-        _indexes[key] = scan_image_folder(cfg.root, cfg.classes, cfg.check, cfg.skip_bad, progress=progress)
+        _indexes[key] = stored_index(cfg.root, settings, cfg.rescan, progress, loud=cfg.rank == 0)
     return _indexes[key]
 
 

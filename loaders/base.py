@@ -54,6 +54,7 @@ class LoaderConfig:
     classes: list[str] | None = None  # map folders onto this list (eval uses train's classes)
     skip_bad: bool = False
     check: str = "header"  # "header": cheap checks; "full": decode every image while scanning
+    rescan: bool = False  # scan the folder again instead of reusing its stored index (loaders/indexcache.py)
     rrc: RandomResizedCropSpec = RandomResizedCropSpec()
     center: CenterCropSpec = CenterCropSpec()
     synthetic_samples: int = 1024  # synthetic backend without a data folder

@@ -142,6 +142,9 @@ def decode_failure(error: Exception, tasks: list[BatchTask], index: ImageIndex) 
 
 
 class DaliLoader:
+    # What fn.decoders.image_slice decodes (by content), in Pillow's format names: the scan finds the rest.
+    decodes = frozenset({"JPEG", "JPEG2000", "TIFF", "PNG", "BMP", "PPM", "WEBP"})
+
     def __init__(self, cfg: LoaderConfig, index: ImageIndex):
         self.cfg = cfg
         self.index = index

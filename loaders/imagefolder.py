@@ -9,37 +9,71 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from loaders.imagefile import HEAD_BYTES, JPEG_SOI, Header, ImageTooLarge, file_reader, has_end_marker, jpeg_header, \
+    open_image, pillow_header, too_large
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-JPEG_EOI = b"\xff\xd9"
-TAIL_BYTES = 1024  # a JPEG may carry padding after its end-of-image marker
 PARALLEL_SCAN_FROM = 2000  # below this, a process pool costs more than it saves
+SCAN_CHUNK = 1024  # files per task sent to a scan process: fewer round trips than one per file
 
 
 class BadDataError(ValueError):
     """A data folder holds files or folders the loaders cannot use."""
 
 
+class PathList(Sequence):
+    """The index's file paths as one byte buffer of names relative to the root, with offsets.
+
+    Two arrays instead of a million str objects: they load from the stored index in one read,
+    and forked loader workers read them without touching reference counts, so the pages stay
+    shared instead of being copied into every worker as the epochs go by."""
+
+    def __init__(self, root: str, names: np.ndarray, offsets: np.ndarray):
+        self.prefix = os.path.join(root, "")
+        self.names = names  # (bytes,) uint8: every relative name, os.fsencode'd, back to back
+        self.offsets = offsets  # (N + 1,) int64: name i is names[offsets[i]:offsets[i + 1]]
+
+    @classmethod
+    def of(cls, root: str, relative: list[str]) -> "PathList":
+        encoded = [os.fsencode(name) for name in relative]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return cls(root, np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def relative(self, i: int) -> str:
+        return os.fsdecode(self.names[self.offsets[i]:self.offsets[i + 1]].tobytes())
+
+    def __getitem__(self, i) -> str:
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"path {i} of {len(self)}")
+        return self.prefix + self.relative(i % len(self))
+
+
 @dataclass
 class ImageIndex:
     root: str
     classes: list[str]
-    paths: list[str]
+    paths: PathList
     labels: np.ndarray  # (N,) int64
-    sizes: np.ndarray  # (N, 2) int64: width, height
+    sizes: np.ndarray  # (N, 2) int32: width, height
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths left out
     notes: Counter = field(default_factory=Counter)  # handled oddities: CMYK, grayscale, PNG in .JPEG
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.labels)
 
     def report(self) -> str:
         """One line on what the scan found, for logs and run summaries."""
@@ -49,32 +83,58 @@ class ImageIndex:
         return "; ".join(parts)
 
 
-def check_image(path: str, full: bool) -> tuple[str | None, int, int, str | None]:
-    """(problem or None, width, height, note or None) for one file."""
+def check_image(path: str, full: bool, formats: frozenset[str] | None = None) -> tuple[str | None, int, int, str | None]:
+    """(problem or None, width, height, note or None) for one file. `formats`: the Pillow format
+    names the backend decodes (None: whatever Pillow opens)."""
     try:
-        if os.path.getsize(path) == 0:
-            return "empty file", 0, 0, None
-        with Image.open(path) as img:
-            width, height = img.size
-            fmt, mode = img.format, img.mode
-            if full:
-                img.load()
-        if fmt == "JPEG" and not full and not has_jpeg_end(path):
-            return "truncated JPEG (no end-of-image marker)", 0, 0, None
+        header = checked_header(path, full, formats)
+    except ImageTooLarge as e:
+        return str(e).split(": ", 1)[-1], 0, 0, None
+    except FileNotFoundError as e:
+        if os.path.islink(path):
+            return f"broken symbolic link (to {os.readlink(path)})", 0, 0, None
+        return f"unreadable image ({e})", 0, 0, None
     except OSError as e:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
         return f"unreadable image ({e})", 0, 0, None
+    if isinstance(header, str):
+        return header, 0, 0, None
     note = None
-    if (fmt == "JPEG") != path.lower().endswith((".jpg", ".jpeg")):
-        note = f"{fmt} files named {Path(path).suffix}"  # decoded by content, not by name
-    elif mode != "RGB":
-        note = f"{mode} images converted to RGB"
-    return None, width, height, note
+    if (header.format == "JPEG") != path.lower().endswith((".jpg", ".jpeg")):
+        note = f"{header.format} files named {Path(path).suffix}"  # decoded by content, not by name
+    elif header.mode != "RGB":
+        note = f"{header.mode} images converted to RGB"
+    return None, header.width, header.height, note
 
 
-def has_jpeg_end(path: str) -> bool:
-    with open(path, "rb") as f:
-        f.seek(max(os.path.getsize(path) - TAIL_BYTES, 0))
-        return JPEG_EOI in f.read()
+def checked_header(path: str, full: bool, formats: frozenset[str] | None) -> Header | str:
+    """The file's header, or what is wrong with it (raises OSError where it cannot be read)."""
+    fd = os.open(path, os.O_RDONLY)  # a descriptor and positioned reads: no Python buffer to set up
+    try:
+        return header_of(fd, path, full, formats)
+    finally:
+        os.close(fd)
+
+
+def header_of(fd: int, path: str, full: bool, formats: frozenset[str] | None) -> Header | str:
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return "empty file"
+    head = os.pread(fd, HEAD_BYTES, 0)
+    read = file_reader(fd, head)
+    header = jpeg_header(read) if head[:2] == JPEG_SOI else None
+    if header is None:  # not a JPEG, or one this parser cannot follow
+        with open(path, "rb") as f:
+            header = pillow_header(f, path)
+    if why := too_large(header.width, header.height):
+        return why
+    if formats is not None and header.format not in formats:
+        return f"format the loader cannot decode ({header.format}; it decodes {', '.join(sorted(formats))})"
+    if full:
+        with open_image(path) as img:
+            img.load()
+    elif header.format == "JPEG" and not has_end_marker(read, size, header.data_start):
+        return "truncated JPEG (no end-of-image marker)"
+    return header
 
 
 def class_folders(root: Path) -> list[str]:
@@ -92,10 +152,11 @@ def class_folders(root: Path) -> list[str]:
 
 
 def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None, check: str = "header",
-                      skip_bad: bool = False, workers: int | None = None,
-                      progress: bool = True) -> ImageIndex:
+                      skip_bad: bool = False, workers: int | None = None, progress: bool = True,
+                      formats: frozenset[str] | None = None) -> ImageIndex:
     """Index `root`, checking every file. `classes` fixes the label order (eval uses the
-    training classes); by default it is the sorted list of class folders."""
+    training classes); by default it is the sorted list of class folders. `formats`: the
+    image formats (Pillow's names) the backend decodes; None accepts whatever Pillow opens."""
     if check not in ("header", "full"):
         raise ValueError(f"check must be 'header' or 'full', got {check!r}")
     root = Path(root)
@@ -108,21 +169,18 @@ def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None,
     skipped: dict[str, list[str]] = {}
     candidates, candidate_labels = [], []
     for label, name in enumerate(classes):
-        folder = root / name
-        files = sorted(os.scandir(folder), key=lambda e: e.name) if folder.is_dir() else []
-        images = [e.path for e in files if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
-        others = [e.path for e in files if e.is_file() and not e.name.lower().endswith(IMAGE_EXTENSIONS)]
+        images, others, broken = class_listing(root / name)
         if others:  # torchvision's ImageFolder ignores them too; we also say so
             skipped.setdefault("files without an image extension", []).extend(others)
-        if not images and name in found:
+        if not images and not broken and name in found:
             if not skip_bad:
-                raise BadDataError(f"class folder {folder} holds no images (use --skip-bad to keep "
+                raise BadDataError(f"class folder {root / name} holds no images (use --skip-bad to keep "
                                    "the class with no samples)")
-            skipped.setdefault("empty class folders", []).append(str(folder))
-        candidates += images
-        candidate_labels += [label] * len(images)
+            skipped.setdefault("empty class folders", []).append(str(root / name))
+        candidates += images + broken
+        candidate_labels += [label] * (len(images) + len(broken))
 
-    results = run_checks(candidates, check, workers, progress)
+    results = run_checks(candidates, check, workers, progress, formats)
     notes: Counter = Counter()
     bad: list[tuple[str, str]] = []
     keep = []
@@ -142,18 +200,49 @@ def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None,
         skipped.setdefault(why.split(" (")[0], []).append(path)
     if not keep:
         raise BadDataError(f"no usable images under {root}")
+    start = len(str(root)) + 1
     return ImageIndex(
         root=str(root), classes=classes,
-        paths=[candidates[i] for i in keep],
+        paths=PathList.of(str(root), [candidates[i][start:] for i in keep]),
         labels=np.asarray([candidate_labels[i] for i in keep], dtype=np.int64),
-        sizes=np.asarray([results[i][1:3] for i in keep], dtype=np.int64).reshape(-1, 2),
+        sizes=np.asarray([results[i][1:3] for i in keep], dtype=np.int32).reshape(-1, 2),
         skipped=skipped, notes=notes)
 
 
-def run_checks(paths: list[str], check: str, workers: int | None, progress: bool) -> list:
-    fn = partial(check_image, full=check == "full")
-    bar = dict(total=len(paths), desc=f"scan ({check})", unit="img", disable=not progress, leave=False)
-    if len(paths) < PARALLEL_SCAN_FROM or workers == 0:
-        return [fn(p) for p in tqdm(paths, **bar)]
-    with Pool(workers or os.cpu_count()) as pool:
-        return list(tqdm(pool.imap(fn, paths, chunksize=256), **bar))
+def class_listing(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """(image files, other files, broken symbolic links) of a class folder, sorted by name.
+    A broken link with an image extension is a bad image (the checks name it); subfolders
+    are not searched."""
+    if not folder.is_dir():
+        return [], [], []
+    images, others, broken = [], [], []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        is_image = entry.name.lower().endswith(IMAGE_EXTENSIONS)
+        if entry.is_file():  # the directory entry's type: no stat for a regular file
+            (images if is_image else others).append(entry.path)
+        elif entry.is_symlink() and not entry.is_dir():
+            (broken if is_image else others).append(entry.path)
+    return images, others, broken
+
+
+def check_chunk(paths: list[str], full: bool, formats: frozenset[str] | None) -> list:
+    return [check_image(p, full, formats) for p in paths]
+
+
+def run_checks(paths: list[str], check: str, workers: int | None, progress: bool,
+               formats: frozenset[str] | None = None) -> list:
+    fn = partial(check_chunk, full=check == "full", formats=formats)
+    chunks = [paths[i:i + SCAN_CHUNK] for i in range(0, len(paths), SCAN_CHUNK)]
+    bar = tqdm(total=len(paths), desc=f"scan ({check})", unit="img", disable=not progress, leave=False)
+    results = []
+    with bar:
+        if len(paths) < PARALLEL_SCAN_FROM or workers == 0:
+            for chunk in chunks:
+                results += fn(chunk)
+                bar.update(len(chunk))
+            return results
+        with Pool(workers or os.cpu_count()) as pool:
+            for done in pool.imap(fn, chunks):
+                results += done
+                bar.update(len(done))
+    return results

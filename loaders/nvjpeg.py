@@ -97,6 +97,8 @@ class CroppedBatches(EncodedBatches):
 
 
 class NvjpegLoader(PilLoader):
+    decodes = frozenset({"JPEG", "PNG", "GIF", "WEBP"})  # torchvision's decode_jpeg / decode_image
+
     def __init__(self, cfg: LoaderConfig, index: ImageIndex, decode_in_main: bool | None = None):
         # On CUDA the main process owns the decoder; `decode_in_main` lets the CPU run that path too.
         self.decode_in_main = cfg.device.type == "cuda" if decode_in_main is None else decode_in_main

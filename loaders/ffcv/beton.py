@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from loaders.base import LoaderConfig
+from loaders.cache import cache_dir
 from loaders.ffcv.write import FORMAT, WriterSettings, class_map_path, write_beton
 from loaders.imagefolder import BadDataError, class_folders, scan_image_folder
 
@@ -109,13 +110,9 @@ def checked_labels(path: Path) -> np.ndarray:
 CACHE_SETTINGS = WriterSettings()
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LOWRES_CACHE") or Path.home() / ".cache" / "lowres") / "ffcv"
-
-
 def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
     root = Path(cfg.root).resolve()
-    path = cache_dir() / f"{root.name}-{cache_key(root, cfg)}.beton"
+    path = cache_dir("ffcv") / f"{root.name}-{cache_key(root, cfg)}.beton"
     if not path.is_file():
         print(f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes "
               "resolution-aware .beton files)", file=sys.stderr, flush=True)

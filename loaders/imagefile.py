@@ -1,0 +1,140 @@
+"""What one image file holds, read from its header: format, size, colour mode, and whether
+it is whole; and a Pillow open that refuses decompression bombs before decoding anything.
+
+JPEG headers are parsed here rather than by Pillow: the scan reads the first bytes of a
+file once and walks its marker segments, about a tenth of the work of `Image.open` (which
+also reads every quantisation and Huffman table into Python objects). Other formats, and
+JPEGs this parser cannot follow, go to Pillow.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+from PIL import Image
+
+MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS (~ 1024 x 1024 x 1024 // 4 // 3); ours, stated
+HEAD_BYTES = 16384  # one read holds the header of most JPEGs (EXIF and ICC segments can be longer)
+TAIL_BYTES = 1024  # the end-of-image marker is looked for here first, then further back
+SEARCH_BYTES = 1 << 20  # then backwards in chunks of this size, down to the image data's start
+JPEG_SOI = b"\xff\xd8"
+JPEG_EOI = b"\xff\xd9"
+SOS = 0xDA
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC are not frames
+STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
+JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # components -> the mode Pillow reports
+
+
+class ImageTooLarge(OSError):
+    """An image whose header claims more pixels than MAX_PIXELS: decoding it could exhaust memory."""
+
+
+@dataclass(frozen=True)
+class Header:
+    format: str  # Pillow's format name: JPEG, PNG, GIF, ...
+    width: int
+    height: int
+    mode: str  # Pillow's mode: RGB, L, CMYK, P, ...
+    data_start: int = 0  # JPEG: where the first scan's entropy-coded data begins
+
+
+def too_large(width: int, height: int) -> str | None:
+    """Why an image of this size is refused, or None."""
+    if width * height > MAX_PIXELS:
+        return (f"decompression bomb (header says {width} x {height} = {width * height:,} pixels, more than "
+                f"the limit of {MAX_PIXELS:,})")
+    return None
+
+
+def check_size(path: str, width: int, height: int) -> None:
+    if why := too_large(width, height):
+        raise ImageTooLarge(f"{path}: {why}")
+
+
+def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
+    """The frame header of a JPEG given `read(offset, count)`, or None where the marker
+    segments cannot be followed up to the first scan (Pillow then says what is wrong)."""
+    pos, frame = 2, None
+    while True:
+        seg = read(pos, 10)
+        if len(seg) < 2 or seg[0] != 0xFF:
+            return None
+        marker = seg[1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in STANDALONE:
+            pos += 2
+            continue
+        if len(seg) < 4:
+            return None
+        length = seg[2] << 8 | seg[3]
+        if marker in SOF_MARKERS and frame is None:
+            if len(seg) < 10:
+                return None
+            frame = (seg[7] << 8 | seg[8], seg[5] << 8 | seg[6], seg[9])  # width, height, components
+        elif marker == SOS:
+            if frame is None or 0 in frame[:2]:  # height 0 (set by a later DNL marker): let Pillow judge
+                return None
+            width, height, components = frame
+            return Header("JPEG", width, height, JPEG_MODES.get(components, f"{components}-channel"), pos + 2 + length)
+        elif marker == 0xD9 or length < 2:
+            return None
+        pos += 2 + length
+
+
+def file_reader(fd: int, head: bytes) -> Callable[[int, int], bytes]:
+    """read(offset, count) over an open file descriptor whose first bytes are `head`: served from
+    `head` where it covers the range, otherwise one positioned read (no seek, no Python buffer)."""
+    def read(offset: int, count: int) -> bytes:
+        if offset + count <= len(head):
+            return head[offset:offset + count]
+        return os.pread(fd, count, offset)
+    return read
+
+
+def has_end_marker(read: Callable[[int, int], bytes], size: int, start: int) -> bool:
+    """Whether the JPEG's end-of-image marker occurs after `start` (its image data). Entropy-coded
+    data never holds FF D9 (an FF there is followed by 00 or a restart marker), so finding it means
+    the image is whole, whatever trailer follows (decoders stop at the marker); a cut file lacks it.
+    The last kilobyte is read first, where the marker is in nearly every file."""
+    end, step = size, TAIL_BYTES
+    while end > start:
+        lo = max(start, end - step)
+        if JPEG_EOI in read(lo, min(end + 1, size) - lo):  # one byte of overlap: a marker split between reads
+            return True
+        end, step = lo, SEARCH_BYTES
+    return False
+
+
+def pillow_header(f: BinaryIO, path: str) -> Header:
+    """Format, size and mode as Pillow reads them (no pixels decoded; raises OSError if unreadable)."""
+    with open_image(f, path) as img:
+        return Header("JPEG" if img.format == "MPO" else img.format, img.width, img.height, img.mode)  # MPO: JPEGs in one file
+
+
+@contextmanager
+def open_image(source: str | BinaryIO, path: str | None = None) -> Iterator[Image.Image]:
+    """`Image.open`, refusing an image above MAX_PIXELS before any pixel is decoded: Pillow only
+    warns between its limit and twice that, and its own limit may have been changed by a library."""
+    path = path or str(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(source)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise ImageTooLarge(f"{path}: decompression bomb ({e})") from None
+    with img:
+        check_size(path, img.width, img.height)
+        yield img
+
+
+def encoded_header(data: bytes, path: str) -> Header:
+    """The header of an image held in memory (a worker's encoded file, before a GPU decodes it)."""
+    if data[:2] == JPEG_SOI and (header := jpeg_header(lambda offset, count: data[offset:offset + count])):
+        return header
+    return pillow_header(io.BytesIO(data), path)
