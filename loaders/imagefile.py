@@ -32,6 +32,10 @@ JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # components -> the mode Pillow repo
 class ImageTooLarge(OSError):
     """An image whose header claims more pixels than MAX_PIXELS: decoding it could exhaust memory."""
 
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.why = why
+
 
 @dataclass(frozen=True)
 class Header:
@@ -52,7 +56,7 @@ def too_large(width: int, height: int) -> str | None:
 
 def check_size(path: str, width: int, height: int) -> None:
     if why := too_large(width, height):
-        raise ImageTooLarge(f"{path}: {why}")
+        raise ImageTooLarge(path, why)
 
 
 def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
@@ -127,14 +131,16 @@ def open_image(source: str | BinaryIO, path: str | None = None) -> Iterator[Imag
         try:
             img = Image.open(source)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-            raise ImageTooLarge(f"{path}: decompression bomb ({e})") from None
+            raise ImageTooLarge(path, f"decompression bomb ({e})") from None
     with img:
         check_size(path, img.width, img.height)
         yield img
 
 
-def encoded_header(data: bytes, path: str) -> Header:
-    """The header of an image held in memory (a worker's encoded file, before a GPU decodes it)."""
-    if data[:2] == JPEG_SOI and (header := jpeg_header(lambda offset, count: data[offset:offset + count])):
-        return header
-    return pillow_header(io.BytesIO(data), path)
+def encoded_header(data: bytes | memoryview, path: str) -> Header:
+    """The header of an image held in memory (a worker's encoded file, before a decoder that knows
+    no pixel limit gets it); raises ImageTooLarge above MAX_PIXELS."""
+    header = jpeg_header(lambda offset, count: data[offset:offset + count]) if data[:2] == JPEG_SOI else None
+    header = header or pillow_header(io.BytesIO(data), path)
+    check_size(path, header.width, header.height)
+    return header

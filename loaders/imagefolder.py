@@ -89,7 +89,7 @@ def check_image(path: str, full: bool, formats: frozenset[str] | None = None) ->
     try:
         header = checked_header(path, full, formats)
     except ImageTooLarge as e:
-        return str(e).split(": ", 1)[-1], 0, 0, None
+        return e.why, 0, 0, None
     except FileNotFoundError as e:
         if os.path.islink(path):
             return f"broken symbolic link (to {os.readlink(path)})", 0, 0, None

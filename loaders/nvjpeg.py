@@ -20,6 +20,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.ops import roi_align
 
 from loaders.base import LoaderConfig, to_model_input
+from loaders.imagefile import encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.pil import PilLoader
 from loaders.plan import BatchTask
@@ -82,7 +83,10 @@ class EncodedBatches(Dataset):
 
     def __getitem__(self, task: BatchTask):
         ids = torch.from_numpy(task.indices)
-        return ([read_file(self.paths[i]) for i in task.indices], torch.from_numpy(task.boxes),
+        data = [read_file(self.paths[i]) for i in task.indices]
+        for d, i in zip(data, task.indices):  # a file may have changed since the scan; decode_jpeg has no limit
+            encoded_header(memoryview(d.numpy()), self.paths[i])
+        return (data, torch.from_numpy(task.boxes),
                 torch.from_numpy(task.flips), task.res, ids, self.labels[ids])
 
 

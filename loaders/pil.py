@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.base import LoaderConfig, to_model_input
+from loaders.imagefile import ImageTooLarge, open_image
 from loaders.imagefolder import ImageIndex
 from loaders.plan import BatchTask, plan_epoch
 
@@ -36,7 +37,7 @@ def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
     the IDCT then does part of the downscaling for a fraction of the decoding work.
     """
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:  # refuses a decompression bomb: the file may have changed since the scan
             x, y, w, h = (float(v) for v in box)
             scale = dct_scale(w, h, res) if reduce else 1
             full_width = img.width
@@ -48,6 +49,8 @@ def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
                 img = img.convert("RGB")
             out = img.resize((res, res), Image.BILINEAR, box=(x, y, x + w, y + h))
             return np.asarray(out)
+    except ImageTooLarge:  # names the file already
+        raise
     except OSError as e:
         raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from e
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
+from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
 from loaders.nvjpeg import NvjpegLoader, crop_batch, decode_batch
 from pipeline.sizes import ConstantSize
@@ -84,3 +85,17 @@ def test_undecodable_bytes_name_the_file():
     good = torch.from_numpy(np.frombuffer(b"\xff\xd8\xff\xe0 not really a jpeg", dtype=np.uint8).copy())
     with pytest.raises(OSError, match="broken.JPEG"):
         decode_batch([good], ["/data/broken.JPEG"], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("decode_in_main", [False, True])
+def test_decompression_bomb_written_after_the_scan_is_refused_before_decoding(data_copy, decode_in_main):
+    """decode_jpeg knows no pixel limit: the worker checks each file's header first."""
+    cfg = config(data_copy, "nvjpeg", "center", split="val", batch_size=18)
+    loader = NvjpegLoader(cfg, scan_image_folder(cfg.root, progress=False), decode_in_main=decode_in_main)
+    victim = loader.index.paths[5]
+    data = bytearray(open(victim, "rb").read())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    open(victim, "wb").write(bytes(data))
+    with pytest.raises(ImageTooLarge, match=rf"{victim}: decompression bomb \(header says 60000 x 60000"):
+        list(loader)

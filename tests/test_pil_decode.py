@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
 from loaders.pil import dct_scale, decode_crop
 from pipeline.transforms import center_crop_boxes, random_resized_crop_boxes
@@ -62,3 +63,11 @@ def test_png_content_is_decoded_at_full_size(tmp_path):
     path = tmp_path / "x.JPEG"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)).save(path, format="PNG")
     assert np.array_equal(decode_crop(str(path), (0, 0, 100, 120), 20), decode_crop(str(path), (0, 0, 100, 120), 20, False))
+
+
+def test_decode_refuses_a_decompression_bomb(tmp_path):
+    """A file may change after the scan: decoding checks the header against the limit again."""
+    path = tmp_path / "bomb.JPEG"
+    Image.new("L", (14000, 14000), 128).save(path, format="JPEG", quality=1)
+    with pytest.raises(ImageTooLarge, match=r"bomb.JPEG: decompression bomb"):
+        decode_crop(str(path), (0, 0, 64, 64), 32)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from loaders.imagefile import open_image
 from loaders.imagefolder import ImageIndex
 from pipeline.fixres import expected_roc_scale
 from pipeline.transforms import CenterCropSpec
@@ -90,7 +90,7 @@ class ImageFolderSamples:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        with Image.open(self.paths[i]) as img:
+        with open_image(self.paths[i]) as img:
             return np.asarray(img.convert("RGB")), int(self.labels[i])
 
 

@@ -1,0 +1,63 @@
+"""Image headers read without Pillow, and the pixel limit every decode path applies."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loaders.imagefile import MAX_PIXELS, ImageTooLarge, encoded_header, jpeg_header, open_image
+
+
+def jpeg_bytes(mode="RGB", side=(40, 30), **save) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (side[1], side[0], 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, format="JPEG", **save)
+    return out.getvalue()
+
+
+def with_size(data: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) rewritten to claim width x height."""
+    sof = data.index(b"\xff\xc0")
+    return data[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9:]
+
+
+@pytest.mark.parametrize("mode,save", [("RGB", {}), ("L", {}), ("CMYK", {}), ("RGB", {"progressive": True}),
+                                       ("RGB", {"exif": b"Exif\x00\x00" + b"\xff\xd9" * 100, "icc_profile": b"x" * 70000})])
+def test_jpeg_header_agrees_with_pillow(mode, save):
+    data = jpeg_bytes(mode, (37, 23), **save)
+    header = jpeg_header(lambda offset, count: data[offset:offset + count])
+    with Image.open(io.BytesIO(data)) as img:
+        assert (header.format, header.width, header.height, header.mode) == ("JPEG", *img.size, img.mode)
+    sos = data.index(b"\xff\xda")
+    assert header.data_start == sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")  # just after the scan header
+
+
+def test_jpeg_header_gives_up_on_garbage():
+    data = b"\xff\xd8" + b"\x00" * 50
+    assert jpeg_header(lambda offset, count: data[offset:offset + count]) is None
+
+
+def test_open_image_refuses_what_pillow_only_warns_about(tmp_path):
+    """Between Pillow's limit and twice it, Image.open only warns; 10000 x 10000 = 100 M pixels."""
+    path = tmp_path / "big.jpg"
+    path.write_bytes(with_size(jpeg_bytes(), 10000, 10000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning escapes either
+        with pytest.raises(ImageTooLarge, match=rf"big.jpg: decompression bomb"):
+            with open_image(path):
+                pass
+    path.write_bytes(with_size(jpeg_bytes(), 9000, 9000))  # 81 M pixels: under the limit
+    with open_image(path) as img:
+        assert img.size == (9000, 9000) and 9000 * 9000 <= MAX_PIXELS
+
+
+def test_encoded_header_refuses_a_bomb_held_in_memory():
+    data = jpeg_bytes()
+    assert encoded_header(memoryview(data), "ok.jpg").width == 40
+    with pytest.raises(ImageTooLarge, match=r"x.jpg: decompression bomb \(header says 60000 x 60000"):
+        encoded_header(with_size(data, 60000, 60000), "x.jpg")
+    png = io.BytesIO()
+    Image.new("L", (9500, 9500)).save(png, format="PNG")  # 90 M pixels, through Pillow's header reader
+    with pytest.raises(ImageTooLarge, match="x.png"):
+        encoded_header(png.getvalue(), "x.png")
