@@ -43,7 +43,9 @@ except ImportError as e:  # never fall back to another backend silently
         "installs it), or pick another --loader.") from e
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
+from loaders.imagefile import too_large
 from loaders.imagefolder import BadDataError, ImageIndex, check_image
+from loaders.indexcache import RESCAN_ENV
 from loaders.plan import BatchTask, plan_epoch
 
 PREFETCH = 2  # batches DALI prepares while the trainer consumes one
@@ -113,7 +115,11 @@ def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_bat
     with pipe:
         names, start, extent, roi_start, roi_end, mirror, size = fn.external_source(
             feed, num_outputs=7, batch=True, batch_info=True)
-        images = fn.decoders.image_slice(fn.io.file.read(names), start, extent, axis_names="HW",
+        encoded = fn.io.file.read(names)
+        # The size each header says now: a file changed since the scan is caught after its batch (its
+        # decode stays within the region planned from the scanned size, so a bomb is never decoded whole).
+        shapes = fn.peek_image_shape(encoded, adjust_orientation=False)
+        images = fn.decoders.image_slice(encoded, start, extent, axis_names="HW",
                                          normalized_anchor=False, normalized_shape=False,
                                          device=decoder, output_type=types.RGB,
                                          adjust_orientation=False)  # boxes use the stored orientation
@@ -122,7 +128,7 @@ def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_bat
                            interp_type=types.INTERP_LINEAR, antialias=True)
         pipe.set_outputs(fn.crop_mirror_normalize(
             images, mirror=mirror, dtype=out_dtype, output_layout="HWC",
-            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD]))
+            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD]), shapes)
     pipe.build()
     return pipe
 
@@ -139,6 +145,20 @@ def decode_failure(error: Exception, tasks: list[BatchTask], index: ImageIndex) 
                             "Scan with --check full (and --skip-bad to leave such files out).")
     return BadDataError(f"DALI failed on a batch of {len(paths)} files that Pillow decodes "
                         f"({paths[0]} ... {paths[-1]}); DALI said: {said}")
+
+
+def changed_since_scan(shapes: np.ndarray, indices: np.ndarray, index: ImageIndex) -> BadDataError | None:
+    """The error naming the files of a batch whose header size ((B, 3) HWC shapes) is no longer
+    the scanned one: their crops were planned for another image."""
+    now = shapes[:, 1::-1]  # (width, height)
+    moved = np.flatnonzero((now != index.sizes[indices]).any(axis=1))
+    if not len(moved):
+        return None
+    listing = "\n".join(f"  {index.paths[indices[m]]}: now {w} x {h}" + (f", {why}" if (why := too_large(w, h)) else "")
+                        + f"; the index says {index.sizes[indices[m]][0]} x {index.sizes[indices[m]][1]}"
+                        for m in moved for w, h in [now[m].tolist()])
+    return BadDataError(f"{len(moved)} file(s) changed since the scan:\n{listing}\n"
+                        f"Scan again ({RESCAN_ENV}=1 or --rescan).")
 
 
 class DaliLoader:
@@ -178,9 +198,11 @@ class DaliLoader:
         stream = torch.cuda.current_stream(self.cfg.device) if self.device_id is not None else None
         for k, task in enumerate(tasks):
             try:
-                (out,) = pipe.run(stream)
+                out, shapes = pipe.run(stream)
             except RuntimeError as e:
                 raise decode_failure(e, tasks[k:k + PREFETCH + 1], self.index) from e
+            if changed := changed_since_scan(np.asarray(shapes.as_tensor()), task.indices, self.index):
+                raise changed
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
             labels = self.labels[torch.from_numpy(task.indices)]
             yield images.to(self.cfg.dtype), labels.to(self.cfg.device, non_blocking=True)

@@ -225,3 +225,34 @@ def test_trainer_trains_finetunes_and_sweeps_with_dali(tiny_data, tmp_path):
         "--out", tmp_path / "ft", *fast)
     rows = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--test-res", "32,48", *fast)
     assert [(r["test_res"], r["images"]) for r in rows] == [(32, 18), (48, 18)]
+
+
+def test_format_dali_cannot_decode_is_found_by_the_scan(data_copy):
+    """GIF content under a .JPEG name: Pillow decodes it, DALI does not; the scan knows which
+    backend it scans for, instead of the run stopping mid-epoch."""
+    gif = sorted((data_copy / "train" / sorted(p.name for p in (data_copy / "train").iterdir())[0]).iterdir())[0]
+    Image.open(gif).convert("P").save(gif, format="GIF")
+    assert len(make(data_copy, "pil").index) == 48
+    with pytest.raises(BadDataError, match=rf"{gif.name}: format the loader cannot decode \(GIF; it decodes BMP"):
+        make(data_copy, "dali")
+    loader = make(data_copy, "dali", skip_bad=True, batch_size=47)
+    assert loader.skipped == {"format the loader cannot decode": 1} and len(batches(loader)[0][1]) == 47
+
+
+def test_jpeg_trailer_decodes_like_pil(data_copy):
+    """Bytes after the end-of-image marker are accepted by the scan and ignored by DALI."""
+    for path in sorted((data_copy / "val").glob("*/*.JPEG"))[:4]:
+        path.write_bytes(path.read_bytes() + b"\x00trailer" * 500)
+    pil, dali = both_backends(data_copy, split="val", res=48, batch_size=4, augment="center", shuffle=False)
+    assert np.abs(pil[:4] - dali[:4]).max() <= 2
+
+
+def test_bomb_written_after_the_scan_is_named(data_copy):
+    """DALI decodes only the region planned from the scanned size, then the batch's header sizes
+    are compared with the scanned ones: the replaced file is named, never decoded whole."""
+    loader = make(data_copy, "dali", split="val", batch_size=6, augment="center", shuffle=False)
+    victim = Path(loader.index.paths[4])
+    Image.new("L", (14000, 14000), 128).save(victim, format="JPEG", quality=1)
+    with pytest.raises(BadDataError, match=rf"(?s)changed since the scan.*{victim.name}: now 14000 x 14000, "
+                                           r"decompression bomb.*--rescan"):
+        batches(loader)

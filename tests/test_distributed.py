@@ -1,5 +1,6 @@
 """torchrun launches train.py unchanged: two gloo processes on the CPU."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,19 @@ from pipeline.runs import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def torchrun(data, out, cache, timeout=300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "train.py", "train", "--data", str(data), "--epochs", "2", "--train-res", "32",
+           "--batch-size", "8", "--workers", "0", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "LOWRES_CACHE": str(cache)}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def test_two_process_training_shards_data_and_reduces_metrics(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "train.py", "train", "--data", str(tiny_data), "--epochs", "2", "--train-res", "32",
-           "--batch-size", "8", "--workers", "0", "--no-progress", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = torchrun(tiny_data, out, tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("index: scanned") == 2, "one scan per split, not one per rank"
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]  # rank 0 alone writes
     # 48 images: 24 per rank, 3 steps of 8 on each; evaluation sees all 18 val images once
@@ -27,6 +34,14 @@ def test_two_process_training_shards_data_and_reduces_metrics(tiny_data, tmp_pat
     state = load_checkpoint(out)
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_bad_file_ends_every_rank_with_its_name(data_copy, tmp_path):
+    """The rank that scans fails; the other must not wait for an index that will not come."""
+    bad = sorted(sorted((data_copy / "train").iterdir())[0].iterdir())[0]
+    bad.write_bytes(b"")
+    proc = torchrun(data_copy, tmp_path / "ddp", tmp_path / "cache", timeout=240)
+    assert proc.returncode != 0 and f"{bad.name}: empty file" in proc.stderr
 
 
 def gather_plans(rank: int, world: int, data: str, port: int, out: str):
