@@ -146,7 +146,7 @@ class DaliLoader:
         self.cfg = cfg
         self.index = index
         self.classes = index.classes
-        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.skipped = index.skipped_counts()
         self.device_id = dali_device_id(cfg.device)
         self.threads = max(cfg.workers, 1)
         where = "cpu" if self.device_id is None else f"mixed (nvJPEG) on cuda:{self.device_id}"
