@@ -40,3 +40,14 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
         tasks.append(BatchTask(step.res, idx, boxes, flipped))
     return tasks
+
+
+def decode_regions(boxes: np.ndarray, sizes: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) int regions (x, y, w, h) to decode for (N, 4) crop boxes resampled to res: the box
+    widened by the linear filter's reach (one output pixel, at least one source pixel) and
+    clipped to the image."""
+    start, extent = boxes[:, :2], boxes[:, 2:]
+    reach = np.ceil(np.maximum(extent / res, 1.0)) + 1
+    lo = np.maximum(np.floor(start - reach), 0)
+    hi = np.minimum(np.ceil(start + extent + reach), sizes)
+    return np.concatenate([lo, hi - lo], axis=1).astype(np.int32)
