@@ -32,7 +32,7 @@ import numpy as np
 from loaders.cache import cache_dir
 from loaders.imagefolder import BadDataError, ImageIndex, PathList, class_folders, scan_image_folder
 
-FORMAT = 1  # bump when the stored arrays change meaning
+FORMAT = 2  # bump when the stored arrays change meaning
 RESCAN_ENV = "LOWRES_RESCAN"
 
 
@@ -72,7 +72,7 @@ def listing_signature(root: Path, classes: tuple[str, ...] | None) -> np.ndarray
 def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
     """Write the index as arrays under a temporary name, then rename: a stored index is whole."""
     meta = {"format": FORMAT, "root": index.root, "classes": index.classes, "skipped": index.skipped,
-            "notes": dict(index.notes), "built": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "notes": dict(index.notes), "built": time.strftime("%Y-%m-%d %H:%M:%S"), "job": job_id()}
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     with open(partial, "wb") as f:
         np.savez(f, names=index.paths.names, offsets=index.paths.offsets, labels=index.labels,
@@ -92,6 +92,11 @@ def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
                            labels=z["labels"], sizes=z["sizes"], skipped=meta["skipped"],
                            notes=Counter(meta["notes"]))
         return index, z["signature"], meta
+
+
+def job_id() -> str:
+    """The torchrun job this process belongs to ("" outside torchrun): its ranks share one rescan."""
+    return os.environ.get("TORCHELASTIC_RUN_ID", "")
 
 
 def say(msg: str, loud: bool) -> None:
@@ -134,7 +139,8 @@ def reused_or_built(given: str, root: Path, settings: ScanSettings, path: Path, 
     if path.is_file():
         try:
             index, stored, meta = load_index(path, given)
-            fresh = path.stat().st_mtime >= waited_from  # built while this process waited: never twice
+            # Built while this process waited, or by another rank of this torchrun job: never rescan twice.
+            fresh = path.stat().st_mtime >= waited_from or meta["job"] == job_id() != ""
             if np.array_equal(stored, signature) and (fresh or not rescan):
                 say(f"index: reused {path} for {root} (built {meta['built']}, folder listing unchanged; "
                     f"{how_to})", loud)

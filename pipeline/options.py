@@ -24,6 +24,7 @@ class CommonConfig:
     seed: int = opt(0, "seed of order and augmentation (per epoch)")
     skip_bad: bool = opt(False, "leave out unreadable images and empty classes (counted and reported)")
     check: str = opt("header", "image check while scanning: header (fast) or full (decode all)")
+    rescan: bool = opt(False, "scan the data folders again instead of reusing their stored index (or LOWRES_RESCAN=1)")
     out: str = opt("", "run folder (default: runs/<job>-<time>)")
     progress: bool = opt(True, "progress bars (off when not a terminal or when CI is set)")
 

@@ -49,7 +49,7 @@ def make_loader(cfg: CommonConfig, s: Session, split: str, policy, augment: str,
         backend=cfg.loader, root=str(Path(cfg.data) / split), policy=policy, augment=augment,
         shuffle=shuffle, device=s.device, dtype=s.precision.input_dtype, seed=cfg.seed,
         workers=cfg.workers, rank=s.dist.rank, world_size=s.dist.world_size, classes=classes,
-        skip_bad=cfg.skip_bad, check=cfg.check)
+        skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan)
     loader = create_loader(lc, progress=s.progress)
     if s.dist.is_main:
         say(f"{split}: {loader.summary}")

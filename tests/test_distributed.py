@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
+from loaders.indexcache import ScanSettings, stored_index
 from pipeline.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(data, out, cache, timeout=300) -> subprocess.CompletedProcess:
+def torchrun(data, out, cache, *args, epochs=2, timeout=300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "train.py", "train", "--data", str(data), "--epochs", "2", "--train-res", "32",
-           "--batch-size", "8", "--workers", "0", "--no-progress", "--out", str(out)]
+           "train.py", "train", "--data", str(data), "--epochs", str(epochs), "--train-res", "32",
+           "--batch-size", "8", "--workers", "0", "--no-progress", "--out", str(out), *args]
     env = {**os.environ, "LOWRES_CACHE": str(cache)}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -42,6 +43,15 @@ def test_a_bad_file_ends_every_rank_with_its_name(data_copy, tmp_path):
     bad.write_bytes(b"")
     proc = torchrun(data_copy, tmp_path / "ddp", tmp_path / "cache", timeout=240)
     assert proc.returncode != 0 and f"{bad.name}: empty file" in proc.stderr
+
+
+def test_rescan_is_one_scan_per_split_for_the_whole_job(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWRES_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "val"):
+        stored_index(tiny_data / split, ScanSettings(), progress=False)
+    proc = torchrun(tiny_data, tmp_path / "ddp", tmp_path / "cache", "--rescan", epochs=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("index: scanned") == 2 and "asked for it" in proc.stderr
 
 
 def gather_plans(rank: int, world: int, data: str, port: int, out: str):
