@@ -42,7 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=1281, help="train files per class")
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--baseline", default="", help="another checkout (e.g. a git worktree of main) measured alike")
-    p.add_argument("--starts", type=int, default=2, help="process starts per checkout; the first is cold")
+    p.add_argument("--starts", type=int, default=2, help="process starts of this checkout; the first is cold")
+    p.add_argument("--baseline-starts", type=int, default=1,
+                   help="process starts of the baseline (code that stores no index scans at every start, so "
+                        "one start measures its cold and its warm start)")
     p.add_argument("--res", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
@@ -50,8 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pss-from", type=int, default=20, help="batch after which memory growth is measured from")
     add_output_arguments(p)
     args = p.parse_args(argv)
-    if min(args.classes, args.per_class, args.val_per_class, args.starts, args.batches) < 1:
-        p.error("--classes, --per-class, --val-per-class, --starts and --batches must be >= 1")
+    if min(args.classes, args.per_class, args.val_per_class, args.starts, args.baseline_starts, args.batches) < 1:
+        p.error("--classes, --per-class, --val-per-class, --starts, --baseline-starts and --batches must be >= 1")
     if not 1 <= args.pss_from < args.batches:
         p.error(f"--pss-from must be in 1..{args.batches - 1}")
     return args
@@ -108,15 +111,15 @@ def start(checkout: Path, cache: Path, spec: dict) -> dict:
     return out
 
 
-def measure(label: str, checkout: Path, data: Path, args) -> list[dict]:
+def measure(label: str, checkout: Path, data: Path, starts: int, args) -> list[dict]:
     cache = Path(args.root) / "cache" / label
     shutil.rmtree(cache, ignore_errors=True)
     rows = []
-    for n in range(args.starts):
-        last = n == args.starts - 1
+    for n in range(starts):
+        last = n == starts - 1
         spec = {"root": str(data / "train"), "res": args.res, "batch_size": args.batch_size, "workers": args.workers,
                 "batches": args.batches if last else 1, "pss_at": [args.pss_from, args.batches] if last else []}
-        say(f"{label}: start {n + 1} of {args.starts} ({'cold' if n == 0 else 'warm'})")
+        say(f"{label}: start {n + 1} of {starts} ({'cold' if n == 0 else 'warm'})")
         row = {"code": label, "checkout": str(checkout), "start": "cold" if n == 0 else "warm", **start(checkout, cache, spec)}
         pss = {int(k): v for k, v in row.pop("pss_mb").items()}
         if pss:
@@ -151,8 +154,9 @@ def plot(rows: list[dict]):
 def main(argv=None):
     args = parse_args(argv)
     data = simulated_folder(args)
-    checkouts = [("before", Path(args.baseline).resolve())] if args.baseline else []
-    rows = [row for label, checkout in checkouts + [("this", HERE)] for row in measure(label, checkout, data, args)]
+    checkouts = [("before", Path(args.baseline).resolve(), args.baseline_starts)] if args.baseline else []
+    rows = [row for label, checkout, starts in checkouts + [("this", HERE, args.starts)]
+            for row in measure(label, checkout, data, starts, args)]
     cold = {r["code"]: r["index_s"] for r in rows if r["start"] == "cold"}
     extra = {"cold_scan_speedup": cold["before"] / cold["this"]} if "before" in cold else {}
     if extra:

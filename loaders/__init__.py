@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from loaders.base import Loader, LoaderConfig
+from loaders.heap import map_large_buffers
 from loaders.imagefolder import IMAGE_EXTENSIONS, class_folders
 from loaders.indexcache import ScanSettings, stored_index
 
@@ -13,6 +14,7 @@ BACKENDS = ("pil", "dali", "synthetic", "ffcv", "nvjpeg")
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
     """The loader for `cfg.backend` over the split folder `cfg.root`."""
+    map_large_buffers()
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
         classes, count = synthetic_shape(cfg)

@@ -102,7 +102,8 @@ def test_scale_benchmark(tiny_data, tmp_path):
     """Tiny: 3 classes x 12 links; this checkout also stands in for the baseline."""
     path = scale.main(["--root", str(tmp_path / "scale"), "--source", str(tiny_data / "train"), "--classes", "3",
                        "--per-class", "12", "--val-per-class", "2", "--batches", "3", "--pss-from", "1",
-                       "--batch-size", "4", "--res", "32", "--workers", "1", "--baseline", ".", *quiet(tmp_path)])
+                       "--batch-size", "4", "--res", "32", "--workers", "1", "--baseline", ".", "--baseline-starts", "2",
+                       *quiet(tmp_path)])
     record = json.loads(path.read_text())
     rows = record["rows"]
     assert [(r["code"], r["start"], r["index"]) for r in rows] == [
