@@ -120,7 +120,8 @@ def measure(label: str, checkout: Path, data: Path, starts: int, args) -> list[d
         spec = {"root": str(data / "train"), "res": args.res, "batch_size": args.batch_size, "workers": args.workers,
                 "batches": args.batches if last else 1, "pss_at": [args.pss_from, args.batches] if last else []}
         say(f"{label}: start {n + 1} of {starts} ({'cold' if n == 0 else 'warm'})")
-        row = {"code": label, "checkout": str(checkout), "start": "cold" if n == 0 else "warm", **start(checkout, cache, spec)}
+        row = {"code": label, "checkout": str(checkout), "start": "cold" if n == 0 else "warm",
+               **start(checkout, cache, spec)}
         pss = {int(k): v for k, v in row.pop("pss_mb").items()}
         if pss:
             row["pss_mb"] = pss

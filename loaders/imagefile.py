@@ -11,9 +11,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -118,7 +119,8 @@ def has_end_marker(read: Callable[[int, int], bytes], size: int, start: int) -> 
 def pillow_header(f: BinaryIO, path: str) -> Header:
     """Format, size and mode as Pillow reads them (no pixels decoded; raises OSError if unreadable)."""
     with open_image(f, path) as img:
-        return Header("JPEG" if img.format == "MPO" else img.format, img.width, img.height, img.mode)  # MPO: JPEGs in one file
+        fmt = "JPEG" if img.format == "MPO" else img.format  # MPO: several JPEGs in one file
+        return Header(fmt, img.width, img.height, img.mode)
 
 
 @contextmanager

@@ -18,8 +18,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loaders.imagefile import HEAD_BYTES, JPEG_SOI, Header, ImageTooLarge, file_reader, has_end_marker, jpeg_header, \
-    open_image, pillow_header, too_large
+from loaders.imagefile import (
+    HEAD_BYTES,
+    JPEG_SOI,
+    Header,
+    ImageTooLarge,
+    file_reader,
+    has_end_marker,
+    jpeg_header,
+    open_image,
+    pillow_header,
+    too_large,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PARALLEL_SCAN_FROM = 2000  # below this, a process pool costs more than it saves
@@ -43,7 +53,7 @@ class PathList(Sequence):
         self.offsets = offsets  # (N + 1,) int64: name i is names[offsets[i]:offsets[i + 1]]
 
     @classmethod
-    def of(cls, root: str, relative: list[str]) -> "PathList":
+    def of(cls, root: str, relative: list[str]) -> PathList:
         encoded = [os.fsencode(name) for name in relative]
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in encoded], out=offsets[1:])
@@ -86,7 +96,8 @@ class ImageIndex:
         return "; ".join(parts)
 
 
-def check_image(path: str, full: bool, formats: frozenset[str] | None = None) -> tuple[str | None, int, int, str | None]:
+def check_image(path: str, full: bool,
+                formats: frozenset[str] | None = None) -> tuple[str | None, int, int, str | None]:
     """(problem or None, width, height, note or None) for one file. `formats`: the Pillow format
     names the backend decodes (None: whatever Pillow opens)."""
     try:

@@ -22,8 +22,11 @@ def with_size(data: bytes, width: int, height: int) -> bytes:
     return data[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9:]
 
 
+LONG_HEADER = {"exif": b"Exif\x00\x00" + b"\xff\xd9" * 100, "icc_profile": b"x" * 70000}  # beyond the first read
+
+
 @pytest.mark.parametrize("mode,save", [("RGB", {}), ("L", {}), ("CMYK", {}), ("RGB", {"progressive": True}),
-                                       ("RGB", {"exif": b"Exif\x00\x00" + b"\xff\xd9" * 100, "icc_profile": b"x" * 70000})])
+                                       ("RGB", LONG_HEADER)])
 def test_jpeg_header_agrees_with_pillow(mode, save):
     data = jpeg_bytes(mode, (37, 23), **save)
     header = jpeg_header(lambda offset, count: data[offset:offset + count])
@@ -44,7 +47,7 @@ def test_open_image_refuses_what_pillow_only_warns_about(tmp_path):
     path.write_bytes(with_size(jpeg_bytes(), 10000, 10000))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning escapes either
-        with pytest.raises(ImageTooLarge, match=rf"big.jpg: decompression bomb"):
+        with pytest.raises(ImageTooLarge, match=r"big.jpg: decompression bomb"):
             with open_image(path):
                 pass
     path.write_bytes(with_size(jpeg_bytes(), 9000, 9000))  # 81 M pixels: under the limit
