@@ -64,9 +64,6 @@ class RunDir:
             torch.save({k: v if k in TORCH_STATES else plain(v) for k, v in state.items()}, tmp)
             os.replace(tmp, self.path / CHECKPOINT)
 
-    def load_checkpoint(self) -> dict:
-        return load_checkpoint(self.path / CHECKPOINT)
-
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
