@@ -4,12 +4,14 @@ import json
 import shutil
 
 import pytest
+from test_ffcv import loader, pixels
 from torchvision.datasets import ImageFolder
 
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.beton import ffcv_file
 from loaders.imagefolder import BadDataError
-from test_ffcv import loader, pixels
+from pipeline import cli
+from pipeline.runs import load_checkpoint
 
 require_ffcv()
 from ffcv.fields import FloatField, IntField, RGBImageField  # noqa: E402
@@ -114,3 +116,38 @@ def test_labels_beyond_the_training_classes_are_named(tiny_data, tmp_path):
     path = write_foreign(tmp_path / "val.ffcv", tiny_data / "val", shift=5)
     with pytest.raises(BadDataError, match=r"val.ffcv holds label ids 5..7, outside the 3 classes"):
         loader(path, classes=["0", "1", "2"])
+
+
+FAST = ["--loader", "ffcv", "--batch-size", "8", "--workers", "1", "--no-progress"]
+
+
+def test_train_and_sweep_on_ffcv_files(foreign, tmp_path):
+    """--data finds ROOT/<split>_64_0.50_90.ffcv; the checkpoint's classes are the label ids."""
+    cli.main(["train", *FAST, "--data", str(foreign), "--epochs", "1", "--train-res", "32",
+              "--out", str(tmp_path / "t")])
+    metrics = json.loads((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["train_images"] == 48 and metrics["val_images"] == 18
+    assert load_checkpoint(tmp_path / "t")["classes"] == ["0", "1", "2"]
+    rows = cli.main(["sweep", *FAST, "--val-data", str(foreign / NAME.format(split="val")), "--data", "/nowhere",
+                     "--checkpoint", str(tmp_path / "t"), "--test-res", "32,48"])
+    assert [r["test_res"] for r in rows] == [32, 48] and all(r["images"] == 18 for r in rows)
+
+
+def test_class_names_from_a_file_or_an_image_folder(tiny_data, foreign, tmp_path):
+    files = ["--train-data", str(foreign / NAME.format(split="train")),
+             "--val-data", str(foreign / NAME.format(split="val")), "--data", "/nowhere"]
+    folders = ImageFolder(str(tiny_data / "train")).classes
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(folders) + "\n")
+    for source, out in ((names, "file"), (tiny_data / "train", "folder")):
+        cli.main(["train", *FAST, *files, "--classes", str(source), "--epochs", "1", "--train-res", "32",
+                  "--out", str(tmp_path / out)])
+        assert load_checkpoint(tmp_path / out)["classes"] == folders
+    rows = cli.main(["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file"),
+                     "--test-res", "32"])
+    assert rows[0]["images"] == 18
+    names.write_text("tench\ngoldfish\n")
+    with pytest.raises(BadDataError, match=r"train_64_0.50_90.ffcv holds label ids 0..2, outside the 2 classes"):
+        cli.main(["train", *FAST, *files, "--classes", str(names), "--epochs", "1", "--out", str(tmp_path / "few")])
+    with pytest.raises(ValueError, match=r"--classes .*names.txt names other classes than the checkpoint's"):
+        cli.main(["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file")])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import train
+from pipeline import cli
 from pipeline.runs import RunDir, load_checkpoint
 
 FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
@@ -46,15 +46,15 @@ def test_jobs_refuse_code_in_checkpoint_resume_and_weights(tiny_data, tmp_path):
     marker = tmp_path / "marker"
     evil = booby_trapped(tmp_path / "evil" / "checkpoint.pt", marker)
     with pytest.raises(ValueError, match=rf"checkpoint {evil} is refused"):
-        train.main(["sweep", "--data", str(tiny_data), "--checkpoint", str(evil), "--test-res", "32", *FAST])
+        cli.main(["sweep", "--data", str(tiny_data), "--checkpoint", str(evil), "--test-res", "32", *FAST])
     with pytest.raises(ValueError, match=rf"weights file {evil} is refused"):
-        train.main(["train", "--data", str(tiny_data), "--weights", str(evil), "--epochs", "1", "--train-res", "32",
+        cli.main(["train", "--data", str(tiny_data), "--weights", str(evil), "--epochs", "1", "--train-res", "32",
                     "--out", str(tmp_path / "w"), *FAST])
     run = tmp_path / "resumed"
-    train.main(["train", "--data", str(tiny_data), "--epochs", "1", "--train-res", "32", "--out", str(run), *FAST])
+    cli.main(["train", "--data", str(tiny_data), "--epochs", "1", "--train-res", "32", "--out", str(run), *FAST])
     booby_trapped(run / "checkpoint.pt", marker)
     with pytest.raises(ValueError, match=rf"checkpoint {run / 'checkpoint.pt'} is refused"):
-        train.main(["train", "--resume", "--out", str(run), "--no-progress"])
+        cli.main(["train", "--resume", "--out", str(run), "--no-progress"])
     assert not marker.exists()
 
 
