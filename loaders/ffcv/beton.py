@@ -215,7 +215,7 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
         print(f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes "
               "resolution-aware .beton files)", file=sys.stderr, flush=True)
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1))
+        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1), progress=progress)
     return open_beton(path)
 
 
