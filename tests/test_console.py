@@ -32,8 +32,6 @@ def command(*args, env=None):
     (["-m", "loaders.demo_data", "--out", "{tmp}/demo", "--classes", "1"], "classes must be >= 2, got 1"),
     (["-m", "bench.loader_throughput", "--data", "{tmp}/missing", "--out", "{tmp}/r", "--res", "32", "--steps", "1"],
      "{tmp}/missing/train"),
-    (["-m", "bench.train_throughput", "--data", "{tmp}/missing", "--out", "{tmp}/r", "--res", "32", "--steps", "1",
-      "--models", "resnet_tiny", "--backends", "pil"], "{tmp}/missing/train"),
 ])
 def test_errors_are_one_message_without_traceback(tmp_path, args, named):
     code, err = command(*(a.format(tmp=tmp_path) for a in args))
