@@ -151,3 +151,16 @@ def test_class_names_from_a_file_or_an_image_folder(tiny_data, foreign, tmp_path
         cli.main(["train", *FAST, *files, "--classes", str(names), "--epochs", "1", "--out", str(tmp_path / "few")])
     with pytest.raises(ValueError, match=r"--classes .*names.txt names other classes than the checkpoint's"):
         cli.main(["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file")])
+
+
+@pytest.mark.parametrize("type_id,message", [(200, "is not an FFCV file: field 'target' has unknown type id 200"),
+                                             (255, "field 'target' has a custom type")])
+def test_fields_ffcv_cannot_read_are_named(foreign, tmp_path, type_id, message):
+    from ffcv.types import HeaderType
+
+    data = bytearray((foreign / NAME.format(split="val")).read_bytes())
+    data[HeaderType.itemsize] = type_id  # the first field descriptor starts with its type id
+    path = tmp_path / "val.ffcv"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadDataError, match=rf"{path}:? .*{message}"):
+        loader(path)

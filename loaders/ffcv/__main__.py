@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.for_res < 0:
         parser.error(f"--for-res must be positive, got {args.for_res}")
     try:
-        [split_settings(args, split) for split in args.splits.split(",")]  # bad values fail before any scan
+        for split in args.splits.split(","):
+            split_settings(args, split)  # bad values fail at start, before any scan
     except ValueError as e:
         parser.error(str(e))
     require_ffcv()

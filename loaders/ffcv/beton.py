@@ -182,12 +182,13 @@ def field_handlers(path: Path, desc: np.ndarray, names: list[str]) -> list:
 
     handlers = []
     for name, d in zip(names, desc):
-        kind = TYPE_ID_HANDLER.get(int(d["type_id"]), "unknown")
-        if kind is None or kind == "unknown":
-            what = "a custom type" if kind is None else f"unknown type id {int(d['type_id'])}"
-            raise BadDataError(f"{path}: field {name!r} has {what}, which FFCV cannot read")
+        type_id = int(d["type_id"])
+        if type_id not in TYPE_ID_HANDLER:
+            raise BadDataError(f"{path} is not an FFCV file: field {name!r} has unknown type id {type_id}")
+        if TYPE_ID_HANDLER[type_id] is None:
+            raise BadDataError(f"{path}: field {name!r} has a custom type, which FFCV cannot read without its class")
         try:
-            handlers.append(kind.from_binary(d["arguments"]))
+            handlers.append(TYPE_ID_HANDLER[type_id].from_binary(d["arguments"]))
         except (AssertionError, ValueError, TypeError, UnicodeDecodeError) as e:
             raise BadDataError(f"{path}: the description of field {name!r} is damaged ({e})") from e
     return handlers
