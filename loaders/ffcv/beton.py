@@ -69,9 +69,9 @@ class Beton:
         return len(self.labels)
 
     def report(self) -> str:
-        classes = (f"{len(self.classes)} classes" if self.named
-                   else f"label ids 0..{len(self.classes) - 1} (no class names)")
-        parts = [f"{len(self)} images in {classes} in {self.path}"]
+        classes = (f"in {len(self.classes)} classes" if self.named
+                   else f"with label ids 0..{len(self.classes) - 1} (no class names)")
+        parts = [f"{len(self)} images {classes} in {self.path}"]
         extra = [f for f in self.layout.fields if f not in (self.layout.image, self.layout.label)]
         if (self.layout.image, self.layout.label) != ("image", "label") or extra:
             parts.append(f"fields image={self.layout.image}, label={self.layout.label}"
