@@ -249,6 +249,8 @@ def open_variant(variant: Variant, **config):
     try:
         cfg = LoaderConfig(backend=variant.backend, **{**config, **dict(variant.overrides)})
         return create_loader(cfg, progress=False), None
+    except (FileNotFoundError, NotADirectoryError):
+        raise  # missing data is the command's error, not a backend that cannot run here
     except (ImportError, OSError, RuntimeError) as e:
         return None, f"{type(e).__name__}: {e}"
 

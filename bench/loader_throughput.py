@@ -25,7 +25,7 @@ from bench.common import (ProcessTreeMonitor, add_output_arguments, default_vari
                           images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
                           warm_up, write_results)
 from bench.reference import TorchvisionReference
-from pipeline.console import progress_enabled, say
+from pipeline.console import progress_enabled, run_command, say
 from pipeline.precision import resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
@@ -132,4 +132,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

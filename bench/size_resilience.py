@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
+from pipeline.console import run_command
 from pipeline.jobs import run_sweep, run_train
 from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
@@ -123,4 +124,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.common import ProcessTreeMonitor, add_output_arguments, parse_ints, style, write_results
-from pipeline.console import progress_enabled, say
+from pipeline.console import progress_enabled, run_command, say
 from pipeline.fixres import recommended_test_res
 from pipeline.jobs import run_finetune, run_sweep, run_train
 from pipeline.options import FinetuneConfig, SweepConfig, TrainConfig
@@ -205,4 +205,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, gpu_memory_mb,
                           images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
                           sync, warm_up, write_results)
-from pipeline.console import progress_enabled, say
+from pipeline.console import progress_enabled, run_command, say
 from pipeline.engine import backward_step, forward_loss, train_step
 from pipeline.precision import resolve_device, resolve_precision
 from pipeline.models import create_model
@@ -239,4 +239,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from pipeline.console import progress_enabled
+from pipeline.console import progress_enabled, run_command
 
 GENERATOR_VERSION = 1  # bump whenever the output changes: cached sets are matched on it
 SPLITS = ("train", "val")
@@ -493,4 +493,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

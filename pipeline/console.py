@@ -1,8 +1,17 @@
-"""What every command prints: plain lines, and progress bars only where a person watches."""
+"""What every command prints: plain lines, progress bars only where a person watches, and one
+readable line, not a traceback, when the data or an option value is wrong."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+
+DEBUG_FLAG, DEBUG_ENV = "--debug", "LOWRES_DEBUG"
+# What a person can act on from the message alone: bad data (BadDataError is a ValueError),
+# bad option values (the configurations' checks raise ValueError), missing or unreadable paths
+# (OSError), a missing optional install (ImportError, saying how to install it). Anything else
+# is a bug, and keeps its traceback.
+READABLE_ERRORS = (ValueError, OSError, ImportError)
 
 
 def say(msg: str) -> None:
@@ -12,3 +21,18 @@ def say(msg: str) -> None:
 def progress_enabled(wanted: bool = True) -> bool:
     """Progress bars only on a terminal and never under CI: redrawn bars fill logs."""
     return wanted and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def run_command(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
+    """Run a command's `main(argv)` (default: the process's arguments). A data or option error
+    ends the process with its message on one line and exit code 2; with --debug anywhere in
+    the arguments, or LOWRES_DEBUG=1, it raises as it is, with its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        main([a for a in argv if a != DEBUG_FLAG])
+    except READABLE_ERRORS as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

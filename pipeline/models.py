@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.runs import read_tensors
+
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
@@ -66,10 +68,9 @@ def create_model(name: str, num_classes: int) -> nn.Module:
 
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a local state dict (raw, or a checkpoint of this project), with clear errors."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"weights file not found: {path}") from None
+    state = read_tensors(path, "weights file")
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {path} holds no state dict")
     state = state.get("model", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()

@@ -15,7 +15,12 @@ from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
 
 @dataclass
 class CommonConfig:
-    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or train.beton and val.beton)")
+    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or FFCV files "
+                                 "<split>.beton, <split>.ffcv or the one <split>*.ffcv|.beton)")
+    train_data: str = opt("", "training split instead of <data>/train: a folder, or for ffcv an FFCV file")
+    val_data: str = opt("", "validation split instead of <data>/val: a folder, or for ffcv an FFCV file")
+    classes: str = opt("", "names of the label ids: a text file (one per line) or an ImageFolder split "
+                           "(its sorted folder names); default: the data's own classes, or the label ids")
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
     workers: int = opt(2, "decoding worker processes per process")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 CHECKPOINT = "checkpoint.pt"
+TORCH_STATES = ("model", "optimizer", "scaler")  # state dicts from torch, saved as they are
 
 
 def claim_run_folder(path: Path, resume: bool) -> None:
@@ -58,7 +61,7 @@ class RunDir:
     def save_checkpoint(self, state: dict) -> None:
         if self.writer:
             tmp = self.path / (CHECKPOINT + ".tmp")
-            torch.save(state, tmp)
+            torch.save({k: v if k in TORCH_STATES else plain(v) for k, v in state.items()}, tmp)
             os.replace(tmp, self.path / CHECKPOINT)
 
 
@@ -68,13 +71,40 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         path = path / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which one
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    state = read_tensors(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "classes" not in state:
         raise ValueError(f"{path} is not a checkpoint of this project (no model/classes entries)")
     return state
+
+
+def read_tensors(path: Path, what: str):
+    """The tensors, numbers, strings, lists and dicts in the torch file `path`. Nothing else is
+    unpickled: a checkpoint from elsewhere is data, and unpickling an arbitrary object can run
+    any code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{what} {path} is refused: it holds Python objects other than tensors, numbers, "
+                         f"strings, lists and dicts, and loading them could run code ({str(e).splitlines()[0]})"
+                         ) from None
+    except Exception as e:  # a truncated or foreign file: say which one
+        raise ValueError(f"cannot read {what} {path}: {e}") from e
+
+
+def plain(value):
+    """`value` with numpy scalars and paths as Python numbers and strings, which a checkpoint
+    read with weights_only=True may hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from loaders import create_loader
 from loaders.base import LoaderConfig
+from loaders.sources import class_names, split_root
 from pipeline.console import progress_enabled, say
 from pipeline.distributed import DistContext, init_from_env
 from pipeline.models import create_model
@@ -45,15 +46,27 @@ def start_session(cfg: CommonConfig) -> Session:
 
 def make_loader(cfg: CommonConfig, s: Session, split: str, policy, augment: str, shuffle: bool,
                 classes: list[str] | None = None):
+    """The loader of `split` (--train-data / --val-data, or <data>/<split>); labels index
+    `classes` (the training classes or a checkpoint's), else --classes, else the data's own."""
     lc = LoaderConfig(
-        backend=cfg.loader, root=str(Path(cfg.data) / split), policy=policy, augment=augment,
-        shuffle=shuffle, device=s.device, dtype=s.precision.input_dtype, seed=cfg.seed,
-        workers=cfg.workers, rank=s.dist.rank, world_size=s.dist.world_size, classes=classes,
-        skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan)
+        backend=cfg.loader, root=split_root(cfg.data, split, cfg.train_data if split == "train" else cfg.val_data),
+        policy=policy, augment=augment, shuffle=shuffle, device=s.device, dtype=s.precision.input_dtype,
+        seed=cfg.seed, workers=cfg.workers, rank=s.dist.rank, world_size=s.dist.world_size,
+        classes=data_classes(cfg, classes), skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan)
     loader = create_loader(lc, progress=s.progress)
     if s.dist.is_main:
         say(f"{split}: {loader.summary}")
     return loader
+
+
+def data_classes(cfg: CommonConfig, known: list[str] | None) -> list[str] | None:
+    """`known` (the training or checkpoint classes) or the names --classes gives, which must
+    agree with `known` when both are there."""
+    given = class_names(cfg.classes) if cfg.classes else None
+    if given is not None and known is not None and given != known:
+        raise ValueError(f"--classes {cfg.classes} names other classes than the checkpoint's "
+                         f"({len(given)}: {given[:3]}... vs {len(known)}: {known[:3]}...)")
+    return known if known is not None else given
 
 
 def prepare_model(model: nn.Module, s: Session) -> nn.Module:

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from bench import loader_throughput, scale, tradeoff, train_throughput
-from bench.common import ProcessTreeMonitor, parse_variant
+from bench.common import ProcessTreeMonitor, open_variant, parse_variant
 from bench.train_throughput import largest
 from loaders import BACKENDS
+from pipeline.sizes import ConstantSize
 
 
 def quiet(tmp_path):
@@ -24,6 +25,12 @@ def test_variants_parse_loader_config_overrides():
         parse_variant("pil:nope=1")
     with pytest.raises(ValueError, match="unknown backend 'jpeg2000'"):
         parse_variant("jpeg2000")
+
+
+def test_missing_data_is_an_error_not_a_skipped_backend(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        open_variant(parse_variant("pil"), root=str(tmp_path / "missing"), policy=ConstantSize(32, 4),
+                     augment="rrc", shuffle=True)
 
 
 def test_largest_batch_search():

@@ -90,7 +90,7 @@ def test_mixsize_plan_is_identical_on_two_ranks(tiny_data, tmp_path):
         port = sock.getsockname()[1]
     out = tmp_path / "plans.pt"
     mp.spawn(gather_plans, args=(2, str(tiny_data / "train"), port, str(out)), nprocs=2)
-    result = torch.load(out)
+    result = torch.load(out, weights_only=True)
     for epoch in (0, 1):
         (shapes0, ids0), (shapes1, ids1) = result[epoch]
         assert shapes0 == shapes1, "every rank draws the same sizes and batch sizes"

@@ -180,3 +180,13 @@ def test_bad_mixsize_cli_values(args, named, capsys):
     with pytest.raises(SystemExit):
         run(*args)
     assert named in capsys.readouterr().err
+
+
+def test_splits_named_one_by_one(tiny_data, tmp_path):
+    """--train-data / --val-data replace <data>/train and <data>/val (here --data leads nowhere)."""
+    run("train", "--data", tmp_path / "nowhere", "--train-data", tiny_data / "train", "--val-data", tiny_data / "val",
+        "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    metrics = lines(tmp_path / "t" / "metrics.jsonl")[0]
+    assert metrics["train_images"] == 48 and metrics["val_images"] == 18
+    with pytest.raises(FileNotFoundError, match="nowhere/val"):
+        run("sweep", "--data", tmp_path / "nowhere", "--checkpoint", tmp_path / "t", "--test-res", 32, *FAST)

@@ -10,13 +10,12 @@ smallest longer side that serves training at K and the default sweep's test side
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.write import WRITE_MODES, WriterSettings, eval_max_side, train_max_side, write_beton
 from loaders.imagefolder import scan_image_folder
-from pipeline.console import progress_enabled
+from pipeline.console import progress_enabled, run_command
 from pipeline.fixres import sweep_resolutions
 
 
@@ -31,13 +30,13 @@ def split_settings(args, split: str) -> WriterSettings:
 def write(args) -> list[Path]:
     classes, written = None, []
     for split in args.splits.split(","):
-        settings = split_settings(args, split)  # bad values fail before any scan
-        index = scan_image_folder(Path(args.data) / split, classes, args.check, args.skip_bad,
-                                  progress=progress_enabled(args.progress))
+        settings = split_settings(args, split)
+        progress = progress_enabled(args.progress)
+        index = scan_image_folder(Path(args.data) / split, classes, args.check, args.skip_bad, progress=progress)
         classes = classes or index.classes  # later splits use the first split's labels
         print(f"{split}: {index.report()}; longer side <= {settings.max_resolution or 'as stored'}, "
               f"{settings.write_mode}", flush=True)
-        out = write_beton(index, Path(args.out) / f"{split}.beton", settings, args.workers)
+        out = write_beton(index, Path(args.out) / f"{split}.beton", settings, args.workers, progress)
         print(f"  -> {out} ({out.stat().st_size / 2**20:.1f} MiB)", flush=True)
         written.append(out)
     return written
@@ -71,13 +70,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     if args.for_res < 0:
         parser.error(f"--for-res must be positive, got {args.for_res}")
-    require_ffcv()
     try:
-        return write(args)
-    except (ValueError, OSError) as e:  # BadDataError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        for split in args.splits.split(","):
+            split_settings(args, split)  # bad values fail at start, before any scan
+    except ValueError as e:
+        parser.error(str(e))
+    require_ffcv()
+    return write(args)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,17 +1,25 @@
-"""Which .beton a split stands for, and whether it is a sound one.
+"""Which FFCV file a split stands for, and whether it is a sound one.
 
-`LoaderConfig.root` is `<data>/<split>` for every backend. The ffcv backend reads, in order:
-  1. `root` itself when it is a `.beton` file;
-  2. `<data>/<split>.beton` (written by `python -m loaders.ffcv write --out <data>`);
+`LoaderConfig.root` is `<data>/<split>` (or a path given with --train-data / --val-data). The
+ffcv backend reads, in order:
+  1. `root` itself when it is a file (any name: FFCV's own writer picks its names);
+  2. `<data>/<split>.beton`, `<data>/<split>.ffcv`, or the one `<data>/<split>*.beton|.ffcv`
+     (FFCV's ImageNet example writes `train_256_0.50_90.ffcv`); several are an error;
   3. the ImageFolder split `root`, written once to a cache folder ($LOWRES_CACHE, default
      ~/.cache/lowres, then ffcv/) under a key of the split's path, its file listing (names,
      sizes, times), the class list and the writer settings: a changed folder is written again.
 
-A .beton is checked before FFCV reads it: FFCV trusts its header and pointers, so a truncated
+Any file FFCV's DatasetWriter wrote is read: its one RGB image field and one integer field are
+the image and the label, whatever their names; other fields are not read. Class names come
+from our class map `<file>.json` (python -m loaders.ffcv write), else from the class list the
+caller gives (--classes, or the training split's classes), else the classes are the label ids.
+
+A file is checked before FFCV reads it: FFCV trusts its header and pointers, so a truncated
 or foreign file would otherwise surface as a numba error, garbage pixels or a crash.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -26,60 +34,115 @@ from loaders.cache import cache_dir
 from loaders.ffcv.write import FORMAT, WriterSettings, class_map_path, write_beton
 from loaders.imagefolder import BadDataError, class_folders, scan_image_folder
 
-FIELDS = {"image": 2, "label": 1}  # FFCV type ids of RGBImageField and IntField
+SUFFIXES = (".beton", ".ffcv")
+IMAGE_TYPE, LABEL_TYPE = 2, 1  # FFCV type ids of RGBImageField and IntField
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the checked file holds: its field names in file order, which of them are the image
+    and the label, and the labels."""
+
+    fields: list[str]
+    image: str
+    label: str
+    labels: np.ndarray  # (N,) int64, as stored
+
+    @property
+    def image_first(self) -> bool:
+        """FFCV yields the fields it reads in the file's order."""
+        return self.fields.index(self.image) < self.fields.index(self.label)
 
 
 @dataclass
 class Beton:
     path: Path
     classes: list[str]
-    labels: np.ndarray  # (N,) int64, as stored
+    layout: Layout
     skipped: dict[str, int] = field(default_factory=dict)
+    named: bool = True  # False: the classes are the label ids, the file has no class names
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.layout.labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def report(self) -> str:
-        parts = [f"{len(self)} images in {len(self.classes)} classes in {self.path}"]
+        classes = (f"in {len(self.classes)} classes" if self.named
+                   else f"with label ids 0..{len(self.classes) - 1} (no class names)")
+        parts = [f"{len(self)} images {classes} in {self.path}"]
+        extra = [f for f in self.layout.fields if f not in (self.layout.image, self.layout.label)]
+        if (self.layout.image, self.layout.label) != ("image", "label") or extra:
+            parts.append(f"fields image={self.layout.image}, label={self.layout.label}"
+                         + (f", not read: {', '.join(extra)}" if extra else ""))
         return "; ".join(parts + [f"skipped {n} {why}" for why, n in sorted(self.skipped.items())])
 
 
 def beton_for(cfg: LoaderConfig, progress: bool = True) -> Beton:
     root = Path(cfg.root)
-    if root.suffix == ".beton":
-        return open_beton(root)
-    sibling = root.with_name(root.name + ".beton")
-    if sibling.is_file():
-        return open_beton(sibling)
+    path = ffcv_file(root)
+    if path is not None:
+        return open_beton(path, cfg.classes)
     if root.is_dir():
         return cached_beton(cfg, progress)
-    raise FileNotFoundError(f"the ffcv backend found neither {sibling} nor a split folder {root}")
+    raise FileNotFoundError(f"the ffcv backend found neither {root}.beton, {root}.ffcv, {root}*.beton|.ffcv "
+                            f"nor a split folder {root}")
 
 
-def open_beton(path: Path) -> Beton:
-    """The checked .beton at `path` with its class map."""
-    labels = checked_labels(path)
+def ffcv_file(root: Path) -> Path | None:
+    """The FFCV file `root` stands for (see the module's docstring), or None."""
+    if root.is_file() or (root.suffix in SUFFIXES and not root.is_dir()):
+        return root  # a missing file is named by open_beton
+    exact = [root.with_name(root.name + s) for s in SUFFIXES]
+    found = [p for p in exact if p.is_file()] or sorted(
+        p for s in SUFFIXES for p in root.parent.glob(glob.escape(root.name) + "*" + s) if p.is_file())
+    if len(found) > 1:
+        raise BadDataError(f"several FFCV files could be the split {root}: {', '.join(map(str, found))}; "
+                           "name one with --train-data / --val-data")
+    return found[0] if found else None
+
+
+def open_beton(path: Path, classes: list[str] | None = None) -> Beton:
+    """The checked FFCV file at `path` with its class names: from its class map when it has
+    one, else `classes` (the names of the label ids), else the label ids themselves."""
+    layout = checked_layout(path)
     meta_path = class_map_path(path)
+    if meta_path.exists():
+        meta = class_map(meta_path)
+        beton = Beton(path, list(meta["classes"]), layout, dict(meta.get("skipped", {})))
+        source = str(meta_path)
+    elif classes is not None:
+        beton, source = Beton(path, list(classes), layout), "the class list given (--classes or the training data)"
+    else:
+        ids = int(layout.labels.max()) + 1 if len(layout.labels) else 0
+        return Beton(path, [str(i) for i in range(ids)], layout, named=False)
+    labels = layout.labels
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(beton.classes):
+        raise BadDataError(f"{path} holds label ids {labels.min()}..{labels.max()}, outside the "
+                           f"{len(beton.classes)} classes of {source}")
+    return beton
+
+
+def class_map(path: Path) -> dict:
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise BadDataError(f"{path}: its class map {meta_path} is missing or unreadable ({e}); "
-                           "write .beton files with python -m loaders.ffcv write") from e
-    if meta.get("format") != FORMAT or len(meta.get("classes", [])) == 0:
-        raise BadDataError(f"{meta_path} is not a class map written by python -m loaders.ffcv write")
-    classes = list(meta["classes"])
-    if len(labels) and not 0 <= labels.min() <= labels.max() < len(classes):
-        raise BadDataError(f"{path} has labels outside its {len(classes)} classes ({meta_path})")
-    return Beton(path, classes, labels, dict(meta.get("skipped", {})))
+        raise BadDataError(f"class map {path} is unreadable ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or len(meta.get("classes", [])) == 0:
+        raise BadDataError(f"{path} is not a class map written by python -m loaders.ffcv write "
+                           "(move it away to read the file with label ids or --classes)")
+    return meta
 
 
-def checked_labels(path: Path) -> np.ndarray:
-    """The labels of the .beton at `path`, after checking that its structure is whole."""
+def checked_layout(path: Path) -> Layout:
+    """The fields and labels of the FFCV file at `path`, after checking that its structure is
+    whole for whatever fields it holds."""
     from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_metadata_type
-    from ffcv.fields import IntField, RGBImageField
 
     if not path.is_file():
-        raise FileNotFoundError(f".beton file not found: {path}")
+        raise FileNotFoundError(f"FFCV file not found: {path}")
     size = path.stat().st_size
     if size < HeaderType.itemsize:
         raise BadDataError(f"{path} is not an FFCV .beton: {size} bytes, shorter than its header")
@@ -87,14 +150,19 @@ def checked_labels(path: Path) -> np.ndarray:
     if header["version"] != CURRENT_VERSION:
         raise BadDataError(f"{path} is not an FFCV .beton of format version {CURRENT_VERSION} "
                            f"(its first bytes say version {int(header['version'])})")
-    n, fields_at = int(header["num_samples"]), HeaderType.itemsize
-    if header["num_fields"] != len(FIELDS) or fields_at + len(FIELDS) * FieldDescType.itemsize > size:
-        raise BadDataError(f"{path} does not hold the image and label fields this project writes")
-    desc = np.fromfile(path, dtype=FieldDescType, count=len(FIELDS), offset=fields_at)
-    names = [bytes(d["name"]).rstrip(b"\0").decode("ascii", "replace") for d in desc]
-    if dict(zip(names, desc["type_id"].tolist())) != FIELDS:
-        raise BadDataError(f"{path} holds fields {names}, not image (RGB) and label (int)")
-    meta_type = get_metadata_type([RGBImageField(), IntField()])
+    n, count, fields_at = int(header["num_samples"]), int(header["num_fields"]), HeaderType.itemsize
+    if fields_at + count * FieldDescType.itemsize > size:
+        raise BadDataError(f"{path} is truncated or damaged: its {count} field descriptors do not fit "
+                           f"in its {size} bytes")
+    desc = np.fromfile(path, dtype=FieldDescType, count=count, offset=fields_at)
+    names = [bytes(d["name"]).split(b"\0")[0].decode("ascii", "replace") for d in desc]
+    if len(set(names)) != len(names):
+        raise BadDataError(f"{path} holds fields with the same name: {names}")
+    handlers = field_handlers(path, desc, names)
+    types = desc["type_id"].tolist()
+    image = only_field(path, names, types, IMAGE_TYPE, "RGB image field (RGBImageField)")
+    label = only_field(path, names, types, LABEL_TYPE, "integer label field (IntField)")
+    meta_type = get_metadata_type(handlers)
     meta_at = fields_at + desc.nbytes
     table_at = int(header["alloc_table_ptr"])
     if not meta_at + n * meta_type.itemsize <= table_at <= size or (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
@@ -102,9 +170,37 @@ def checked_labels(path: Path) -> np.ndarray:
                            f"do not fit in its {size} bytes (write it again)")
     meta = np.fromfile(path, dtype=meta_type, count=n, offset=meta_at)
     table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
-    if (table["ptr"] + table["size"] > table_at).any() or not np.isin(meta["f0"]["data_ptr"], table["ptr"]).all():
+    pointers = meta[f"f{names.index(image)}"]["data_ptr"]
+    if (table["ptr"] + table["size"] > table_at).any() or not np.isin(pointers, table["ptr"]).all():
         raise BadDataError(f"{path} is truncated or damaged: image data points outside the file (write it again)")
-    return meta["f1"].astype(np.int64)
+    return Layout(names, image, label, meta[f"f{names.index(label)}"].astype(np.int64))
+
+
+def field_handlers(path: Path, desc: np.ndarray, names: list[str]) -> list:
+    """FFCV's field objects for the descriptors (their metadata types size each sample's
+    record), or a BadDataError for a type FFCV cannot read by itself."""
+    from ffcv.types import TYPE_ID_HANDLER
+
+    handlers = []
+    for name, d in zip(names, desc):
+        type_id = int(d["type_id"])
+        if type_id not in TYPE_ID_HANDLER:
+            raise BadDataError(f"{path} is not an FFCV file: field {name!r} has unknown type id {type_id}")
+        if TYPE_ID_HANDLER[type_id] is None:
+            raise BadDataError(f"{path}: field {name!r} has a custom type, which FFCV cannot read without its class")
+        try:
+            handlers.append(TYPE_ID_HANDLER[type_id].from_binary(d["arguments"]))
+        except (AssertionError, ValueError, TypeError, UnicodeDecodeError) as e:
+            raise BadDataError(f"{path}: the description of field {name!r} is damaged ({e})") from e
+    return handlers
+
+
+def only_field(path: Path, names: list[str], types: list[int], type_id: int, what: str) -> str:
+    found = [name for name, t in zip(names, types) if t == type_id]
+    if len(found) != 1:
+        raise BadDataError(f"{path} must hold exactly one {what}; its fields are "
+                           f"{', '.join(f'{n} (type {t})' for n, t in zip(names, types))}")
+    return found[0]
 
 
 CACHE_SETTINGS = WriterSettings()
@@ -117,7 +213,7 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
         print(f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes "
               "resolution-aware .beton files)", file=sys.stderr, flush=True)
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1))
+        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1), progress=progress)
     return open_beton(path)
 
 

@@ -35,7 +35,7 @@ from numba.core.errors import NumbaWarning
 
 from loaders.base import LoaderConfig, epoch_plan, normalised
 from loaders.ffcv import torch_threads_kept
-from loaders.ffcv.beton import Beton
+from loaders.ffcv.beton import Beton, Layout
 from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SEED, SIDE, CompactToDevice, PlannedCrop
 from loaders.imagefolder import BadDataError
 from pipeline.sizes import Step
@@ -96,6 +96,7 @@ class FfcvLoader:
         self.label_map = label_map(beton, self.classes, cfg.device)
         self.num_samples = len(beton)
         self.skipped = beton.skipped
+        self.image_first = beton.layout.image_first
         self.summary = f"ffcv: {beton.report()}"
         steps, batches = self.plan(0)
         side = max((s.res for s in steps), default=1)
@@ -111,7 +112,7 @@ class FfcvLoader:
             self.loader = PlannedLoader(
                 self.decoder, fname=str(beton.path), batch_size=1, num_workers=max(cfg.workers, 1),
                 os_cache=True, order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=BATCHES_AHEAD,
-                pipelines={"image": images, "label": labels})
+                pipelines=pipelines(beton.layout, images, labels))
             self.compile_seconds = self.compile(batches[:1], [s.res for s in steps[:1]])
         self.set_epoch(0)
 
@@ -143,11 +144,16 @@ class FfcvLoader:
     def __iter__(self):
         with torch_threads_kept():
             batches = iter(self.loader)
-        for images, labels in batches:
+        for images, labels in (out if self.image_first else out[::-1] for out in batches):
             labels = labels.view(-1)
             # FFCV reuses its buffers a few batches later: the labels must be copied out.
             labels = self.label_map[labels] if self.label_map is not None else labels.clone()
             yield normalised(images, self.cfg.dtype), labels.to(self.cfg.device, non_blocking=True)
+
+
+def pipelines(layout: Layout, images: list, labels: list) -> dict:
+    """FFCV's pipelines by field name: the image and label ones, None (not read) for the others."""
+    return {**dict.fromkeys(layout.fields), layout.image: images, layout.label: labels}
 
 
 def label_map(beton: Beton, classes: list[str], device: torch.device) -> torch.Tensor | None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +97,9 @@ class ImageFolderSamples:
 
 
 def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSettings = WriterSettings(),
-                workers: int = 1) -> Path:
-    """Write `index` to the .beton `out` and its class map to `out.json`; returns `out`.
+                workers: int = 1, progress: bool = False) -> Path:
+    """Write `index` to the .beton `out` and its class map to `out.json`, with FFCV's progress
+    bar when `progress`; returns `out`.
 
     Both are written under temporary names and renamed, the .beton last: a .beton that
     exists is complete and has its class map.
@@ -113,8 +116,9 @@ def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSetti
                                compress_probability=settings.compress_probability),
         "label": IntField(),
     }
-    DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
-        ImageFolderSamples(index))
+    with writer_bar(progress):
+        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
+            ImageFolderSamples(index))
     meta = {"format": FORMAT, "classes": index.classes, "images": len(index), "source": index.root,
             "settings": asdict(settings), "skipped": {why: len(p) for why, p in index.skipped.items()},
             "notes": dict(index.notes)}
@@ -123,3 +127,17 @@ def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSetti
     os.replace(meta_partial, class_map_path(out))
     os.replace(partial, out)
     return out
+
+
+@contextmanager
+def writer_bar(show: bool):
+    """FFCV 1.0.2's DatasetWriter draws a tqdm bar whatever the output (ffcv/writer.py,
+    `_write_common`); within this context it draws one only when `show`."""
+    import ffcv.writer
+
+    bar = ffcv.writer.tqdm
+    ffcv.writer.tqdm = partial(bar, disable=not show)
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = bar
