@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, gpu_memory_mb,
+from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, failures_named,
+                          gpu_memory_mb,
                           images_per_second, open_variant, parse_ints, parse_variant, progress_enabled,
                           reset_gpu_memory, say, style, sync, warm_up, write_results)
 from pipeline.engine import backward_step, forward_loss, resolve_device, resolve_precision, train_step
@@ -176,7 +177,8 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 if loader is None:
                     skipped.setdefault(v.label, why)
                 else:
-                    real = measure(trainer, endless(loader), args, trainer.step)
+                    with failures_named(v.label):
+                        real = measure(trainer, endless(loader), args, trainer.step)
                     real["starvation_ratio"] = real["img_per_s"]["median"] / synthetic["img_per_s"]["median"]
                     real["cpu_starvation_ratio"] = per_cpu_second(real) / per_cpu_second(synthetic)
                     row["real"][v.label] = real

@@ -2,12 +2,13 @@
 pure pieces (variants, the batch-size search, the Pareto front, CPU accounting) are exact."""
 import json
 import multiprocessing
+import sys
 import time
 
 import pytest
 
 from bench import loader_throughput, tradeoff, train_throughput
-from bench.common import ProcessTreeMonitor, parse_variant
+from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant
 from bench.train_throughput import largest
 from loaders import BACKENDS
 
@@ -24,6 +25,22 @@ def test_variants_parse_loader_config_overrides():
         parse_variant("pil:nope=1")
     with pytest.raises(ValueError, match="unknown backend 'jpeg2000'"):
         parse_variant("jpeg2000")
+
+
+def test_only_a_missing_library_is_a_skip(tiny_data, monkeypatch):
+    """A backend that is not installed is skipped with the install hint; a backend that fails
+    (here: a data folder that does not exist) stops the benchmark, naming the backend."""
+    from pipeline.sizes import ConstantSize
+    config = dict(root=str(tiny_data / "train"), policy=ConstantSize(32, 8), augment="rrc", shuffle=True, workers=0)
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # None blocks the import
+    monkeypatch.delitem(sys.modules, "loaders.dali", raising=False)
+    loader, why = open_variant(parse_variant("dali"), **config)
+    assert loader is None and why.startswith("not installed") and "pip install" in why
+    with pytest.raises(BackendFailed, match="backend pil:seed=1 failed: .*no-such-folder"):
+        open_variant(parse_variant("pil:seed=1"), **{**config, "root": str(tiny_data / "no-such-folder")})
+    with pytest.raises(BackendFailed, match="backend nvjpeg failed: ZeroDivisionError"):
+        with failures_named("nvjpeg"):  # what the benchmarks wrap each backend's measurement in
+            1 / 0
 
 
 def test_largest_batch_search():
