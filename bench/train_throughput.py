@@ -22,11 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, failures_named,
-                          gpu_memory_mb,
-                          images_per_second, open_variant, parse_ints, parse_variant, progress_enabled,
-                          reset_gpu_memory, say, style, sync, warm_up, write_results)
-from pipeline.engine import backward_step, forward_loss, resolve_device, resolve_precision, train_step
+                          gpu_memory_mb, images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory,
+                          style, sync, warm_up, write_results)
+from pipeline.console import progress_enabled, say
+from pipeline.engine import backward_step, forward_loss, train_step
 from pipeline.models import compile_model, create_model
+from pipeline.precision import resolve_device, resolve_precision
 from pipeline.optim import make_sgd, set_lr
 from pipeline.sizes import ConstantSize
 

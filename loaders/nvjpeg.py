@@ -31,7 +31,7 @@ from torchvision.ops import roi_align
 from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefolder import ImageIndex
 from loaders.pil import PilLoader
-from loaders.plan import BatchTask
+from loaders.plan import BatchTask, decode_regions
 
 JPEG_SOI = (0xFF, 0xD8)  # a JPEG's first two bytes, whatever its file name says
 CODECS = ("torchcodec", "torchvision")
@@ -104,15 +104,6 @@ def read_encoded(path: str) -> torch.Tensor:
     return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
 
 
-def source_regions(boxes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """(B, 4) int64 regions (x0, y0, x1, y1) of each image that roi_align reads for its (x, y, w, h)
-    box: aligned sampling interpolates between pixels floor(x - 1/2) and floor(x - 1/2) + 1, so one
-    pixel of margin on each side is enough; clipped to the (width, height) `sizes`."""
-    lo = (boxes[:, :2].floor() - 1).clamp(min=0)
-    hi = torch.minimum((boxes[:, :2] + boxes[:, 2:]).ceil() + 1, sizes.to(boxes.dtype))
-    return torch.cat([lo, hi], dim=1).long()
-
-
 def canvas_chunks(extents: list[tuple[int, int]], budget: int = CANVAS_BYTES) -> Iterator[slice]:
     """Consecutive runs of images whose float canvas (count x 3 x (H+1) x (W+1), the largest
     region of the run plus the replicated border) stays within `budget` bytes; one image per run
@@ -133,14 +124,12 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Ten
     mirrored where flips[b]."""
     device = images[0].device
     boxes = boxes.to(torch.float64).cpu()
-    sizes = torch.tensor([[img.shape[2], img.shape[1]] for img in images], dtype=torch.float64)
-    regions = source_regions(boxes, sizes)
-    local = boxes.clone()
-    local[:, :2] -= regions[:, :2]
-    extents = (regions[:, 2:] - regions[:, :2]).flip(1).tolist()  # (h, w) of each region
-    out = torch.cat([crop_regions([img[:, y0:y1, x0:x1] for img, (x0, y0, x1, y1) in
-                                   zip(images[part], regions[part].tolist())], local[part], res)
-                     for part in canvas_chunks(extents)])
+    sizes = np.array([[img.shape[2], img.shape[1]] for img in images])
+    regions = decode_regions(boxes.numpy(), sizes, res).tolist()  # reaches further than roi_align reads
+    local = boxes - torch.tensor([[x, y, 0, 0] for x, y, _, _ in regions], dtype=torch.float64)
+    out = torch.cat([crop_regions([img[:, y:y + h, x:x + w] for img, (x, y, w, h) in zip(images[part], regions[part])],
+                                  local[part], res)
+                     for part in canvas_chunks([(h, w) for _, _, w, h in regions])])
     out = torch.where(flips.to(device)[:, None, None, None], out.flip(-1), out)
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 

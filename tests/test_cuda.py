@@ -15,10 +15,12 @@ from torch import nn
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.nvjpeg import crop_batch
+from pipeline import cli
 from pipeline.distributed import DistContext
-from pipeline.engine import resolve_precision, train_epoch
+from pipeline.engine import train_epoch
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
+from pipeline.precision import resolve_precision
 from test_loaders import make
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device is visible to PyTorch")
@@ -160,9 +162,8 @@ def test_train_steps_under_amp(tiny_data, device, amp):
 def test_fixres_job_on_the_gpu(tiny_data, tmp_path, backend):
     """train -> sweep -> fine-tune -> sweep on the demo generator's data, on the GPU with the
     default AMP (its CPU twin is tests/test_train.py's fixres test)."""
-    import train
     try:
-        report = train.main(["fixres", "--data", str(tiny_data), "--device", "cuda", "--loader", backend,
+        report = cli.main(["fixres", "--data", str(tiny_data), "--device", "cuda", "--loader", backend,
                              "--epochs", "2", "--train-res", "32", "--sweep-res", "32,40", "--finetune-epochs", "1",
                              "--batch-size", "8", "--workers", "2", "--no-progress", "--out", str(tmp_path / "fx")])
     except ImportError as e:
