@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from bench import loader_throughput, tradeoff, train_throughput
 from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant
@@ -113,3 +114,27 @@ def test_tradeoff_benchmark(tiny_data, tmp_path):
     assert (tmp_path / "runs" / "train-32" / "checkpoint.pt").exists()
     again = json.loads(tradeoff.main(args).read_text())["rows"]  # finished stages are reused, not rerun
     assert again == rows
+
+
+def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
+    """Each stage's command line parses (a typo would surface only on the GPU machine)."""
+    from bench import gpu_check
+    args = gpu_check.parse_args(["--data", str(tmp_path / "data"), "--workers", "4"])
+    commands = gpu_check.stage_commands(args, tmp_path / "gpu")
+    assert list(commands) == list(gpu_check.STAGES)
+    modules = {"bench.loader_throughput": loader_throughput, "bench.train_throughput": train_throughput}
+    for name, command in commands.items():
+        if command[2] in modules:
+            parsed = modules[command[2]].parse_args(command[3:])
+            assert parsed.device == "cuda" and parsed.workers == 4 and parsed.machine == "gpu"
+    assert train_throughput.parse_args(commands["train-compile"][3:]).compile
+    assert commands["tests"][3:5] == ["-m", "cuda"]
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--stages", "tests,benchmarks"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path, capsys):
+    from bench import gpu_check
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())
