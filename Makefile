@@ -64,8 +64,9 @@ $(SIMD_VENV)/.installed: pyproject.toml constraints.txt
 		--force-reinstall -c constraints.txt pillow-simd
 	touch $@
 
-# Offline install: every pinned requirement (constraints.txt) as a wheel for another Python and
-# platform, plus FFCV's source archive and the build backends, in $(WHEELHOUSE). There:
+# Offline install: every pinned requirement (constraints.txt) for another Python and platform in
+# $(WHEELHOUSE): wheels where PyPI has one for that target, else the source archive (FFCV, fastargs,
+# ...: listed at the end), and the build backends. There:
 #   pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt -e ".[test,plots,ffcv,dali,codec]"
 # FFCV builds from source on the target: it needs a C++ compiler, pkg-config and the headers of
 # libjpeg-turbo and OpenCV 4 (apt-get install build-essential pkg-config libturbojpeg0-dev libopencv-dev).
@@ -77,22 +78,21 @@ WHEELHOUSE ?= wheelhouse/py$(PY)-$(PLATFORM)
 TORCH_STACK := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-cublas nvidia-cuda-cupti \
 	nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver \
 	nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
-LEFT_OUT = pillow-simd ffcv $(EXCLUDE) $(if $(WITHOUT_TORCH),$(TORCH_STACK))
+LEFT_OUT = pillow-simd $(EXCLUDE) $(if $(WITHOUT_TORCH),$(TORCH_STACK))
 GLIBC_MINOR = $(word 3,$(subst _, ,$(PLATFORM)))
 ARCH = $(patsubst manylinux_2_$(GLIBC_MINOR)_%,%,$(PLATFORM))
 # pip matches platform tags exactly: every glibc up to the target's, and the legacy aliases.
 PLATFORM_TAGS = $(foreach n,$(shell seq 5 $(GLIBC_MINOR)),--platform manylinux_2_$(n)_$(ARCH)) \
 	--platform manylinux2014_$(ARCH) --platform manylinux2010_$(ARCH) --platform manylinux1_$(ARCH)
-PIP_TARGET = --only-binary=:all: --python-version $(PY) --implementation cp $(PLATFORM_TAGS)
 
 wheelhouse:
 	mkdir -p $(WHEELHOUSE)
 	grep -E '^[A-Za-z0-9_.-]+==' constraints.txt \
 		| grep -v -i -E '^($(subst $() ,|,$(strip $(LEFT_OUT))))==' > $(WHEELHOUSE)/requirements.txt
-	$(PYTHON) -m pip download -q --no-deps $(PIP_TARGET) -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt
-	$(PYTHON) -m pip download -q --no-deps $(PIP_TARGET) -d $(WHEELHOUSE) setuptools wheel
-	$(PYTHON) -m pip download -q --no-deps --no-binary=:all: -d $(WHEELHOUSE) $$(grep -E '^ffcv==' constraints.txt)
-	@du -sh $(WHEELHOUSE); ls $(WHEELHOUSE) | wc -l
+	$(PYTHON) -m pip download -q --no-deps --prefer-binary --python-version $(PY) --implementation cp \
+		$(PLATFORM_TAGS) -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt setuptools wheel
+	@echo "$$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1) in $(WHEELHOUSE); built on the target:" \
+		$$(cd $(WHEELHOUSE) && ls *.tar.gz *.zip 2>/dev/null)
 
 # The GPU check (bench/gpu_check.py): the cuda tests, then the GPU benchmarks, into
 # bench/results/<machine>/. On a GPU machine with the project installed (make test does it):

@@ -241,7 +241,8 @@ def main(argv=None):
               *[f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
                 f"{r['real'][k]['cpu_starvation_ratio']:.2f})"
                 if k in r["real"] else "-" for k in labels]] for r in rows]
-    return write_results("train_throughput" + ("-compile" if args.compile else ""), args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
+    name = "train_throughput" + ("-compile" if args.compile else "")
+    return write_results(name, args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ chunks of at most CANVAS_BYTES, so one large photo in a batch cannot blow it up.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch

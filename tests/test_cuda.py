@@ -11,6 +11,7 @@ everywhere, so the body of every test also runs in CI. A backend whose library i
 import numpy as np
 import pytest
 import torch
+from test_loaders import make
 from torch import nn
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
@@ -21,7 +22,6 @@ from pipeline.engine import train_epoch
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.precision import resolve_precision
-from test_loaders import make
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device is visible to PyTorch")
 DEVICE_BACKENDS = ("pil", "dali", "nvjpeg", "ffcv")

@@ -12,8 +12,7 @@ from torchvision.ops import roi_align
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.imagefolder import scan_image_folder
-from loaders.nvjpeg import (CODECS, NvjpegLoader, canvas_chunks, crop_batch, decode_batch, default_codec,
-                            read_encoded)
+from loaders.nvjpeg import CODECS, NvjpegLoader, canvas_chunks, crop_batch, decode_batch, default_codec, read_encoded
 from pipeline.sizes import ConstantSize
 
 HAS_TORCHCODEC = default_codec() == "torchcodec"

@@ -2,11 +2,11 @@
 import argparse
 
 import pytest
+from test_models import small_net, two_sgd_steps
 
 from pipeline.config import add_arguments, from_args
 from pipeline.options import TrainConfig
 from pipeline.session import prepare_model, start_session
-from test_models import small_net, two_sgd_steps
 
 
 def config(*argv: str) -> TrainConfig:
