@@ -67,7 +67,9 @@ $(SIMD_VENV)/.installed: pyproject.toml constraints.txt
 # Offline install: every pinned requirement (constraints.txt) for another Python and platform in
 # $(WHEELHOUSE): wheels where PyPI has one for that target, else the source archive (FFCV, fastargs,
 # ...: listed at the end), and the build backends. There:
-#   pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt -e ".[test,plots,ffcv,dali,codec]"
+#   pip install --no-index --find-links $(WHEELHOUSE) -c $(WHEELHOUSE)/requirements.txt -e ".[test,plots,ffcv,dali,codec]"
+# ($(WHEELHOUSE)/requirements.txt: the pins of constraints.txt less the names left out, so that a
+# target's own torch stands.)
 # FFCV builds from source on the target: it needs a C++ compiler, pkg-config and the headers of
 # libjpeg-turbo and OpenCV 4 (apt-get install build-essential pkg-config libturbojpeg0-dev libopencv-dev).
 # WITHOUT_TORCH=1 leaves out torch, torchvision, triton and the CUDA libraries torch brings (for a

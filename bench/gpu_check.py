@@ -1,11 +1,12 @@
 """The whole GPU check in one command: the `cuda` tests, then the GPU benchmarks, all written to
 bench/results/<machine>/ (the folder and every JSON name the GPU).
 
-    python -m bench.gpu_check                       # every stage, about 20 minutes on one H100, 16 cores
+    python -m bench.gpu_check                       # every stage: sized for ~20 min on one H100, 16 cores
     python -m bench.gpu_check --stages train        # one stage (a device call is limited to 10 minutes)
 
 Stages, in order (each a subprocess with its log beside the results; a finished stage is not
-run again unless --again, so a command cut short goes on where it stopped):
+run again unless --again, so a command cut short goes on where it stopped). The minutes are
+estimates from the step counts, not yet measured on a GPU:
 
   tests          pytest -m cuda: the loader contract on CUDA, pixels against the CPU path, AMP
                  train steps, the fixres job on the GPU (tests/test_cuda.py)           ~3 min
