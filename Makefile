@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,plots,ffcv,dali
+EXTRAS ?= test,plots,ffcv,dali,codec
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_DATA ?= data/demo
@@ -17,7 +17,7 @@ DEMO_RUN ?= runs/demo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 FFCV_APT := libturbojpeg0-dev libopencv-dev pkg-config
 
-.PHONY: demo test data lock clean-demo system-deps simd
+.PHONY: demo test data lock clean-demo system-deps simd wheelhouse device-wheels gpu-check
 
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,3 +63,59 @@ $(SIMD_VENV)/.installed: pyproject.toml constraints.txt
 	CC="cc -mavx2" $(SIMD_VENV)/bin/python -m pip install -q --no-deps --no-binary pillow-simd \
 		--force-reinstall -c constraints.txt pillow-simd
 	touch $@
+
+# Offline install: every pinned requirement (constraints.txt) for another Python and platform in
+# $(WHEELHOUSE): wheels where PyPI has one for that target, else the source archive (FFCV, fastargs,
+# ...: listed at the end), and the build backends. There:
+#   pip install --no-index --find-links $(WHEELHOUSE) -c $(WHEELHOUSE)/requirements.txt -e ".[test,plots,ffcv,dali,codec]"
+# ($(WHEELHOUSE)/requirements.txt: the pins of constraints.txt less the names left out, so that a
+# target's own torch stands.)
+# FFCV builds from source on the target: it needs a C++ compiler, pkg-config and the headers of
+# libjpeg-turbo and OpenCV 4 (apt-get install build-essential pkg-config libturbojpeg0-dev libopencv-dev).
+# WITHOUT_TORCH=1 leaves out torch, torchvision, triton and the CUDA libraries torch brings (for a
+# target that has them); EXCLUDE="a b" leaves out more names.
+PY ?= 3.12
+PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE ?= wheelhouse/py$(PY)-$(PLATFORM)
+TORCH_STACK := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolkit nvidia-cublas nvidia-cuda-cupti \
+	nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver \
+	nvidia-cusparse nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
+LEFT_OUT = pillow-simd $(EXCLUDE) $(if $(WITHOUT_TORCH),$(TORCH_STACK))
+GLIBC_MINOR = $(word 3,$(subst _, ,$(PLATFORM)))
+ARCH = $(patsubst manylinux_2_$(GLIBC_MINOR)_%,%,$(PLATFORM))
+# pip matches platform tags exactly: every glibc up to the target's, and the legacy aliases.
+PLATFORM_TAGS = $(foreach n,$(shell seq 5 $(GLIBC_MINOR)),--platform manylinux_2_$(n)_$(ARCH)) \
+	--platform manylinux2014_$(ARCH) --platform manylinux2010_$(ARCH) --platform manylinux1_$(ARCH)
+
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	grep -E '^[A-Za-z0-9_.-]+==' constraints.txt \
+		| grep -v -i -E '^($(subst $() ,|,$(strip $(LEFT_OUT))))==' > $(WHEELHOUSE)/requirements.txt
+	$(PYTHON) -m pip download -q --no-deps --prefer-binary --python-version $(PY) --implementation cp \
+		$(PLATFORM_TAGS) -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements.txt setuptools wheel
+	@echo "$$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1) in $(WHEELHOUSE); built on the target:" \
+		$$(cd $(WHEELHOUSE) && ls *.tar.gz *.zip 2>/dev/null)
+
+# The GPU check (bench/gpu_check.py): the cuda tests, then the GPU benchmarks, into
+# bench/results/<machine>/. On a GPU machine with the project installed (make test does it):
+#   make gpu-check [STAGES=tests,loader,train,train-compile]
+STAGES ?= tests,loader,train,train-compile
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m bench.gpu_check --stages $(STAGES)
+
+# What the lent device machine lacks (Python 3.12, torch 2.11 there; see bench/device.sh): DALI and
+# its dependencies at the versions of constraints.txt, and the TorchCodec built for torch 2.11,
+# packed into one tar in .whl-parts/ parts of 55 MiB, with a MANIFEST (sha256, then the parts).
+DEVICE_PACKAGES := nvidia-dali-cuda130 nvidia-nvimgcodec-cu13 nvidia-nvjpeg nvidia-nvjpeg2k-cu13 nvidia-nvtiff-cu13 \
+	nvidia-libnvcomp-cu13 astunparse gast optree nvtx makefun libcst
+DEVICE_TORCHCODEC ?= torchcodec==0.16.0
+DEVICE_PLATFORM_TAGS = $(foreach n,$(shell seq 17 35),--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+device-wheels:
+	rm -rf .whl-parts /tmp/lowres-device-wheels && mkdir -p .whl-parts /tmp/lowres-device-wheels
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(DEVICE_PLATFORM_TAGS) -d /tmp/lowres-device-wheels $(DEVICE_TORCHCODEC) \
+		$$(for p in $(DEVICE_PACKAGES); do grep -i -E "^$$p==" constraints.txt; done)
+	tar cf .whl-parts/device-wheels.tar -C /tmp/lowres-device-wheels .
+	cd .whl-parts && split -b 55M device-wheels.tar device-wheels.tar.part- \
+		&& { sha256sum device-wheels.tar; ls device-wheels.tar.part-*; } > MANIFEST && rm device-wheels.tar
+	@ls -l /tmp/lowres-device-wheels .whl-parts

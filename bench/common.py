@@ -16,6 +16,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
@@ -242,17 +243,33 @@ def default_variants(exclude: tuple[str, ...] = ("synthetic",)) -> list[Variant]
     return [Variant(name, name) for name in BACKENDS if name not in exclude]
 
 
+class BackendFailed(RuntimeError):
+    """An installed backend failed: the benchmark stops, naming it."""
+
+
+@contextmanager
+def failures_named(label: str):
+    """Any error inside the block is raised again with the backend's name: a CUDA or data error
+    must stop a benchmark, never pass for a backend that is not installed."""
+    try:
+        yield
+    except (BackendFailed, FileNotFoundError, NotADirectoryError):
+        raise  # missing data is the command's error (one message), not a failing backend
+    except Exception as e:
+        raise BackendFailed(f"backend {label} failed: {type(e).__name__}: {e}") from e
+
+
 def open_variant(variant: Variant, **config):
-    """The variant's loader, or (None, reason) when its backend cannot run here."""
+    """The variant's loader, or (None, reason) when its backend's library is not installed here
+    (ImportError, also the install hint of dali and ffcv). Any other error raises BackendFailed."""
     from loaders import create_loader
     from loaders.base import LoaderConfig
-    try:
-        cfg = LoaderConfig(backend=variant.backend, **{**config, **dict(variant.overrides)})
-        return create_loader(cfg, progress=False), None
-    except (FileNotFoundError, NotADirectoryError):
-        raise  # missing data is the command's error, not a backend that cannot run here
-    except (ImportError, OSError, RuntimeError) as e:
-        return None, f"{type(e).__name__}: {e}"
+    with failures_named(variant.label):
+        try:
+            cfg = LoaderConfig(backend=variant.backend, **{**config, **dict(variant.overrides)})
+            return create_loader(cfg, progress=False), None
+        except ImportError as e:
+            return None, f"not installed: {e}"
 
 
 # ---------------------------------------------------------------------------- command line and output

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
-                          warm_up, write_results)
+from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, failures_named,
+                          gpu_memory_mb, images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory,
+                          style, warm_up, write_results)
 from bench.reference import TorchvisionReference
 from pipeline.console import progress_enabled, run_command, say
 from pipeline.precision import resolve_device, resolve_precision
@@ -92,7 +92,8 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 skipped.setdefault(label, why)
                 bar.update(1)
                 continue
-            row = {"backend": label, "split": split, "res": res, **measure(loader, args, device)}
+            with failures_named(label):
+                row = {"backend": label, "split": split, "res": res, **measure(loader, args, device)}
             del loader
             gc.collect()  # shuts the workers down before the next loader starts its own
             reference = reference or row

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
-                          sync, warm_up, write_results)
+from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, failures_named,
+                          gpu_memory_mb, images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory,
+                          style, sync, warm_up, write_results)
 from pipeline.console import progress_enabled, run_command, say
 from pipeline.engine import backward_step, forward_loss, train_step
+from pipeline.models import compile_model, create_model
 from pipeline.precision import resolve_device, resolve_precision
-from pipeline.models import create_model
 from pipeline.optim import make_sgd, set_lr
 from pipeline.sizes import ConstantSize
 
@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="on a GPU, search the largest batch that fits at each resolution")
     p.add_argument("--max-batch-limit", type=int, default=8192, help="stop the search there")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (results go to train_throughput-compile.*); the first warm-up "
+                        "step of each cell compiles, the largest-batch search stays eager")
     add_output_arguments(p)
     return p.parse_args(argv)
 
@@ -61,10 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 class Trainer:
     """A model with its optimiser, stepped by the engine's own training step."""
 
-    def __init__(self, name: str, classes: int, precision):
+    def __init__(self, name: str, classes: int, precision, compiled: bool = False):
         self.precision = precision
         torch.manual_seed(0)
         self.model = create_model(name, classes).to(precision.device, memory_format=torch.channels_last).train()
+        if compiled:
+            compile_model(self.model)
         self.optimizer = make_sgd(self.model, 0.9, 5e-5)
         set_lr(self.optimizer, 0.1)
         self.scaler = precision.scaler()
@@ -164,7 +169,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 row["largest_batch"] = largest(lambda b: fits(name, classes, precision, res, b), 16,
                                                args.max_batch_limit)
             bar.set_postfix_str(f"{name} {res} synthetic")
-            trainer = Trainer(name, classes, precision)
+            trainer = Trainer(name, classes, precision, args.compile)
             row["synthetic"] = measure(trainer, synthetic_batches(args, res, classes, precision), args,
                                        trainer.timed_step)
             row["forward_share"] = trainer.forward_s / max(trainer.forward_s + trainer.backward_s, 1e-12)
@@ -178,7 +183,8 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 if loader is None:
                     skipped.setdefault(v.label, why)
                 else:
-                    real = measure(trainer, endless(loader), args, trainer.step)
+                    with failures_named(v.label):
+                        real = measure(trainer, endless(loader), args, trainer.step)
                     real["starvation_ratio"] = real["img_per_s"]["median"] / synthetic["img_per_s"]["median"]
                     real["cpu_starvation_ratio"] = per_cpu_second(real) / per_cpu_second(synthetic)
                     row["real"][v.label] = real
@@ -235,7 +241,8 @@ def main(argv=None):
               *[f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
                 f"{r['real'][k]['cpu_starvation_ratio']:.2f})"
                 if k in r["real"] else "-" for k in labels]] for r in rows]
-    return write_results("train_throughput", args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
+    name = "train_throughput" + ("-compile" if args.compile else "")
+    return write_results(name, args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 
 
 if __name__ == "__main__":

@@ -185,15 +185,21 @@ class DaliLoader:
         pipe, self.pipe = self.pipe, None  # an epoch left unfinished leaves batches queued in DALI
         tasks = self.feed.tasks
         stream = torch.cuda.current_stream(self.cfg.device) if self.device_id is not None else None
-        for k, task in enumerate(tasks):
+        for k, labels in enumerate(self.epoch_labels(tasks)):
             try:
                 out, shapes = pipe.run(stream)
             except RuntimeError as e:
                 raise decode_failure(e, tasks[k:k + PREFETCH + 1], self.index) from e
-            if changed := changed_since_scan(np.asarray(shapes.as_tensor()), task.indices, self.index):
+            if changed := changed_since_scan(np.asarray(shapes.as_tensor()), tasks[k].indices, self.index):
                 raise changed
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
-            labels = self.labels[torch.from_numpy(task.indices)]
-            yield images.to(self.cfg.dtype), labels.to(self.cfg.device, non_blocking=True)
+            yield images.to(self.cfg.dtype), labels
         pipe.reset()
         self.pipe = pipe
+
+    def epoch_labels(self, tasks: list[BatchTask]) -> tuple[torch.Tensor, ...]:
+        """Each batch's labels, views of one device tensor copied once per epoch: a batch's labels
+        indexed from the host table would sit in pageable memory, from which a `non_blocking`
+        copy waits for the GPU at every step."""
+        ids = np.concatenate([np.zeros(0, np.int64), *(t.indices for t in tasks)])
+        return self.labels[torch.from_numpy(ids)].to(self.cfg.device).split([len(t.indices) for t in tasks])

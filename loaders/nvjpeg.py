@@ -1,89 +1,171 @@
-"""nvJPEG backend: GPU decoding with torchvision alone, for GPU machines without DALI.
+"""nvJPEG backend: GPU decoding without DALI, through TorchCodec (or torchvision's decoders).
 
 The epoch is planned exactly as in the Pillow backend (it is a PilLoader with another batch
 maker), so the crop boxes and flips are the same. On CUDA, worker processes only read the
-files; the main process decodes each batch with one `torchvision.io.decode_jpeg(...,
-device="cuda")` call (nvJPEG) and does RandomResizedCrop / the centre crop for the whole
-batch in one `torchvision.ops.roi_align` to (K, K), then flips and normalises on the GPU.
-On the CPU the same two calls run in the workers (libjpeg-turbo + roi_align on the CPU), so
-the backend is fully usable, and tested, without a GPU.
+files; the main process decodes each batch with one batched `decode_jpeg(..., device="cuda")`
+call (nvJPEG) and does RandomResizedCrop / the centre crop for the whole batch with
+`torchvision.ops.roi_align` to (K, K), then flips and normalises on the GPU. On the CPU the
+same calls run in the workers (libjpeg-turbo + roi_align on the CPU), so the backend is fully
+usable, and tested, without a GPU.
+
+The decoder is TorchCodec's when it is installed (the `codec` extra): torchvision's image
+decoders are deprecated since torchvision 0.29 and warn on every call. Without TorchCodec they
+are used with that warning silenced at the call, and the loader's summary says so once.
 
 roi_align averages ceil(box side / K) samples per output pixel and axis: an area filter,
 which antialiases like Pillow's bilinear filter does when shrinking, and is plain bilinear
-interpolation when enlarging.
+interpolation when enlarging. Its float input holds only each box's region of its image, in
+chunks of at most CANVAS_BYTES, so one large photo in a batch cannot blow it up.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.ops import roi_align
 
 from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefile import encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.pil import PilLoader
-from loaders.plan import BatchTask
+from loaders.plan import BatchTask, decode_regions
 
 JPEG_SOI = (0xFF, 0xD8)  # a JPEG's first two bytes, whatever its file name says
+CODECS = ("torchcodec", "torchvision")
+CANVAS_BYTES = 256 * 2**20  # the float canvas of one roi_align call; a batch needing more is cropped in chunks
+TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
 
-def decode_batch(data: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor]:
+def default_codec() -> str:
+    """TorchCodec when it loads here, else torchvision's decoders."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except (ImportError, OSError, RuntimeError):  # not installed, or built for another torch
+        return "torchvision"
+    return "torchcodec"
+
+
+@contextmanager
+def torchvision_deprecation_silenced():
+    """torchvision >= 0.29 warns on every decoder call (a thousand times per epoch); the loader's
+    summary says once that the deprecated decoder is in use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TORCHVISION_DEPRECATION, category=DeprecationWarning)
+        yield
+
+
+def decode_jpegs(data: list[torch.Tensor], device: torch.device, codec: str) -> list[torch.Tensor]:
+    """JPEG files as (3, H, W) uint8 RGB tensors on `device`, in one batched call (nvJPEG on CUDA)."""
+    if codec == "torchcodec":
+        from torchcodec.decoders import decode_jpeg
+        return decode_jpeg(data, mode="RGB", device=device)
+    from torchvision.io import ImageReadMode, decode_jpeg
+    with torchvision_deprecation_silenced():
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_any(data: torch.Tensor, codec: str) -> torch.Tensor:
+    """One file of any format the codec knows as a (3, H, W) uint8 RGB tensor on the CPU."""
+    if codec == "torchcodec":
+        from torchcodec.decoders import decode_image
+        return decode_image(data, mode="RGB")
+    from torchvision.io import ImageReadMode, decode_image
+    with torchvision_deprecation_silenced():
+        return decode_image(data, mode=ImageReadMode.RGB)
+
+
+def decode_batch(data: list[torch.Tensor], paths: list[str], device: torch.device,
+                 codec: str = "torchvision") -> list[torch.Tensor]:
     """Each encoded file as a (3, H, W) uint8 RGB tensor on `device`: the JPEGs in one
-    batched decode_jpeg call (nvJPEG on CUDA), other formats (a PNG named .JPEG) on the CPU."""
+    batched call (nvJPEG on CUDA), other formats (a PNG named .JPEG) on the CPU."""
     is_jpeg = [tuple(d[:2].tolist()) == JPEG_SOI for d in data]
     jpegs = [d for d, j in zip(data, is_jpeg) if j]
     try:
-        decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
-    except RuntimeError:
-        raise name_the_bad_file(data, paths, is_jpeg) from None
-    return [next(decoded) if j else decode_image(d, mode=ImageReadMode.RGB).to(device)
-            for d, j in zip(data, is_jpeg)]
+        decoded = iter(decode_jpegs(jpegs, device, codec) if jpegs else [])
+        return [next(decoded) if j else decode_any(d, codec).to(device) for d, j in zip(data, is_jpeg)]
+    except (RuntimeError, ValueError):
+        raise name_the_bad_file(data, paths, is_jpeg, codec) from None
 
 
-def name_the_bad_file(data, paths, is_jpeg) -> OSError:
+def name_the_bad_file(data, paths, is_jpeg, codec: str) -> OSError:
     """The error of the first file of a failed batch that does not decode on its own."""
     for d, path, j in zip(data, paths, is_jpeg):
         try:
-            decode_jpeg(d, mode=ImageReadMode.RGB) if j else decode_image(d, mode=ImageReadMode.RGB)
-        except RuntimeError as e:
+            decode_jpegs([d], torch.device("cpu"), codec) if j else decode_any(d, codec)
+        except (RuntimeError, ValueError) as e:
             return OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)")
     return OSError(f"batched JPEG decoding failed for {len(data)} files that decode one by one: {paths[:3]}...")
 
 
+def read_encoded(path: str) -> torch.Tensor:
+    return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+
+
+def canvas_chunks(extents: list[tuple[int, int]], budget: int = CANVAS_BYTES) -> Iterator[slice]:
+    """Consecutive runs of images whose float canvas (count x 3 x (H+1) x (W+1), the largest
+    region of the run plus the replicated border) stays within `budget` bytes; one image per run
+    at least."""
+    start, height, width = 0, 0, 0
+    for i, (h, w) in enumerate(extents):
+        grown = max(height, h + 1), max(width, w + 1)
+        if i > start and (i + 1 - start) * 3 * 4 * grown[0] * grown[1] > budget:
+            yield slice(start, i)
+            start, grown = i, (h + 1, w + 1)
+        height, width = grown
+    if extents:
+        yield slice(start, len(extents))
+
+
 def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, res: int) -> torch.Tensor:
     """(B, res, res, 3) uint8 on the images' device: box b of image b resampled to res x res,
-    mirrored where flips[b]. One roi_align over a zero-padded float canvas does every crop;
-    each image gets one replicated row and column so that interpolation at its far border
-    reads the border pixel (as Pillow's resize does), not padding."""
+    mirrored where flips[b]."""
     device = images[0].device
-    height = max(img.shape[1] for img in images) + 1
-    width = max(img.shape[2] for img in images) + 1
-    canvas = torch.zeros(len(images), 3, height, width, device=device)
-    for i, img in enumerate(images):
-        h, w = img.shape[1:]
-        canvas[i, :, :h, :w] = img
-        canvas[i, :, h, :w] = img[:, -1]
-        canvas[i, :, :h + 1, w] = canvas[i, :, :h + 1, w - 1]
-    boxes = boxes.to(device=device, dtype=torch.float32)
-    rois = torch.cat([torch.arange(len(images), device=device, dtype=torch.float32)[:, None],
-                      boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
-    out = roi_align(canvas, rois, (res, res), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    boxes = boxes.to(torch.float64).cpu()
+    sizes = np.array([[img.shape[2], img.shape[1]] for img in images])
+    regions = decode_regions(boxes.numpy(), sizes, res).tolist()  # reaches further than roi_align reads
+    local = boxes - torch.tensor([[x, y, 0, 0] for x, y, _, _ in regions], dtype=torch.float64)
+    out = torch.cat([crop_regions([img[:, y:y + h, x:x + w] for img, (x, y, w, h) in zip(images[part], regions[part])],
+                                  local[part], res)
+                     for part in canvas_chunks([(h, w) for _, _, w, h in regions])])
     out = torch.where(flips.to(device)[:, None, None, None], out.flip(-1), out)
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> torch.Tensor:
+    """(n, 3, res, res) float: one roi_align over a zero-padded float canvas of the regions.
+    Each region gets one replicated row and column so that interpolation at its far border
+    reads the border pixel (as Pillow's resize does), not padding."""
+    device = regions[0].device
+    height = max(r.shape[1] for r in regions) + 1
+    width = max(r.shape[2] for r in regions) + 1
+    canvas = torch.zeros(len(regions), 3, height, width, device=device)
+    for i, region in enumerate(regions):
+        h, w = region.shape[1:]
+        canvas[i, :, :h, :w] = region
+        canvas[i, :, h, :w] = region[:, -1]
+        canvas[i, :, :h + 1, w] = canvas[i, :, :h + 1, w - 1]
+    boxes = boxes.to(device=device, dtype=torch.float32)
+    rois = torch.cat([torch.arange(len(regions), device=device, dtype=torch.float32)[:, None],
+                      boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+    return roi_align(canvas, rois, (res, res), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
 class EncodedBatches(Dataset):
     """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels): the workers' share
     on CUDA, where decoding happens on the GPU in the main process."""
 
-    def __init__(self, index: ImageIndex):
+    def __init__(self, index: ImageIndex, codec: str):
         self.paths = index.paths
         self.labels = torch.from_numpy(index.labels)
+        self.codec = codec
 
     def __getitem__(self, task: BatchTask):
         ids = torch.from_numpy(task.indices)
-        data = [read_file(self.paths[i]) for i in task.indices]
+        data = [read_encoded(self.paths[i]) for i in task.indices]
         for d, i in zip(data, task.indices):  # a file may have changed since the scan; decode_jpeg has no limit
             encoded_header(memoryview(d.numpy()), self.paths[i])
         return (data, torch.from_numpy(task.boxes),
@@ -96,22 +178,28 @@ class CroppedBatches(EncodedBatches):
 
     def __getitem__(self, task: BatchTask):
         data, boxes, flips, res, ids, labels = super().__getitem__(task)
-        images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"))
+        images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"), self.codec)
         return crop_batch(images, boxes, flips, res), labels
 
 
 class NvjpegLoader(PilLoader):
     decodes = frozenset({"JPEG", "PNG", "GIF", "WEBP"})  # torchvision's decode_jpeg / decode_image
 
-    def __init__(self, cfg: LoaderConfig, index: ImageIndex, decode_in_main: bool | None = None):
+    def __init__(self, cfg: LoaderConfig, index: ImageIndex, decode_in_main: bool | None = None,
+                 codec: str | None = None):
         # On CUDA the main process owns the decoder; `decode_in_main` lets the CPU run that path too.
         self.decode_in_main = cfg.device.type == "cuda" if decode_in_main is None else decode_in_main
+        self.codec = codec or default_codec()
+        if self.codec not in CODECS:
+            raise ValueError(f"unknown JPEG codec {self.codec!r}; available: {', '.join(CODECS)}")
         super().__init__(cfg, index)
-        where = "nvJPEG on " + str(cfg.device) if cfg.device.type == "cuda" else "decode_jpeg on the CPU"
-        self.summary = f"nvjpeg ({where} + roi_align): {index.report()}"
+        where = "nvJPEG on " + str(cfg.device) if cfg.device.type == "cuda" else "libjpeg-turbo on the CPU"
+        how = ("TorchCodec" if self.codec == "torchcodec"
+               else "torchvision's deprecated decoder (pip install -e '.[codec]' for TorchCodec)")
+        self.summary = f"nvjpeg ({where} through {how}, roi_align crops): {index.report()}"
 
     def batch_maker(self) -> Dataset:
-        return EncodedBatches(self.index) if self.decode_in_main else CroppedBatches(self.index)
+        return EncodedBatches(self.index, self.codec) if self.decode_in_main else CroppedBatches(self.index, self.codec)
 
     def __iter__(self):
         if not self.decode_in_main:
@@ -119,6 +207,6 @@ class NvjpegLoader(PilLoader):
             return
         device = self.cfg.device
         for data, boxes, flips, res, ids, labels in self.loader:
-            images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device)
+            images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
             yield (to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype),
                    labels.to(device, non_blocking=True))

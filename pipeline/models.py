@@ -66,6 +66,15 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
+def compile_model(model: nn.Module) -> nn.Module:
+    """`model` with its forward compiled by torch.compile (TorchInductor), in place: its state
+    dict keeps its keys, so checkpoints move between compiled and eager runs. Compiling happens
+    at the first step of each new input shape (seconds to a minute); a MixSize run recompiles
+    per side until torch switches to dynamic shapes."""
+    model.compile()
+    return model
+
+
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a local state dict (raw, or a checkpoint of this project), with clear errors."""
     state = read_tensors(path, "weights file")

@@ -32,6 +32,7 @@ class CommonConfig:
     rescan: bool = opt(False, "scan the data folders again instead of reusing their stored index (or LOWRES_RESCAN=1)")
     out: str = opt("", "run folder (default: runs/<job>-<time>)")
     progress: bool = opt(True, "progress bars (off when not a terminal or when CI is set)")
+    compile: bool = opt(False, "torch.compile the model (TorchInductor): the first step of each input size compiles")
 
     def __post_init__(self):
         check_positive_int("--batch-size", self.batch_size)

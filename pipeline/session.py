@@ -16,7 +16,7 @@ from loaders.base import LoaderConfig
 from loaders.sources import class_names, split_root
 from pipeline.console import progress_enabled, say
 from pipeline.distributed import DistContext, init_from_env
-from pipeline.models import create_model
+from pipeline.models import compile_model, create_model
 from pipeline.options import CommonConfig
 from pipeline.precision import Precision, resolve_device, resolve_precision
 from pipeline.runs import CHECKPOINT, RunDir, claim_run_folder, load_checkpoint
@@ -27,6 +27,7 @@ class Session:
     precision: Precision
     dist: DistContext
     progress: bool
+    compile: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -41,7 +42,8 @@ def start_session(cfg: CommonConfig) -> Session:
         torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Session(resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main)
+    return Session(resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main,
+                   cfg.compile)
 
 
 def make_loader(cfg: CommonConfig, s: Session, split: str, policy, augment: str, shuffle: bool,
@@ -70,7 +72,8 @@ def data_classes(cfg: CommonConfig, known: list[str] | None) -> list[str] | None
 
 
 def prepare_model(model: nn.Module, s: Session) -> nn.Module:
-    return model.to(s.device, memory_format=torch.channels_last)
+    model = model.to(s.device, memory_format=torch.channels_last)
+    return compile_model(model) if s.compile else model
 
 
 def model_from_checkpoint(state: dict, s: Session) -> nn.Module:

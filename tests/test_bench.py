@@ -2,12 +2,14 @@
 pure pieces (variants, the batch-size search, the Pareto front, CPU accounting) are exact."""
 import json
 import multiprocessing
+import sys
 import time
 
 import pytest
+import torch
 
 from bench import loader_throughput, scale, tradeoff, train_throughput
-from bench.common import ProcessTreeMonitor, open_variant, parse_variant
+from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant
 from bench.train_throughput import largest
 from loaders import BACKENDS
 from pipeline.sizes import ConstantSize
@@ -31,6 +33,18 @@ def test_missing_data_is_an_error_not_a_skipped_backend(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         open_variant(parse_variant("pil"), root=str(tmp_path / "missing"), policy=ConstantSize(32, 4),
                      augment="rrc", shuffle=True)
+def test_only_a_missing_library_is_a_skip(tiny_data, monkeypatch):
+    """A backend that is not installed is skipped with the install hint; a backend that fails
+    stops the benchmark, naming the backend."""
+    from pipeline.sizes import ConstantSize
+    config = dict(root=str(tiny_data / "train"), policy=ConstantSize(32, 8), augment="rrc", shuffle=True, workers=0)
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # None blocks the import
+    monkeypatch.delitem(sys.modules, "loaders.dali", raising=False)
+    loader, why = open_variant(parse_variant("dali"), **config)
+    assert loader is None and why.startswith("not installed") and "pip install" in why
+    with pytest.raises(BackendFailed, match="backend nvjpeg failed: ZeroDivisionError"):
+        with failures_named("nvjpeg"):  # what the benchmarks wrap each backend's measurement in
+            raise ZeroDivisionError("a failure while measuring")
 
 
 def test_largest_batch_search():
@@ -121,3 +135,25 @@ def test_scale_benchmark(tiny_data, tmp_path):
     assert record["cold_scan_speedup"] > 0
     first = tmp_path / "scale" / "imagenet" / "train" / "n00000000" / "n00000000_0.JPEG"
     assert first.stat().st_nlink > 1  # a hard link to a source image
+def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
+    """Each stage's command line parses (a typo would surface only on the GPU machine)."""
+    from bench import gpu_check
+    args = gpu_check.parse_args(["--data", str(tmp_path / "data"), "--workers", "4"])
+    commands = gpu_check.stage_commands(args, tmp_path / "gpu")
+    assert list(commands) == list(gpu_check.STAGES)
+    modules = {"bench.loader_throughput": loader_throughput, "bench.train_throughput": train_throughput}
+    for command in commands.values():
+        if command[2] in modules:
+            parsed = modules[command[2]].parse_args(command[3:])
+            assert parsed.device == "cuda" and parsed.workers == 4 and parsed.machine == "gpu"
+    assert train_throughput.parse_args(commands["train-compile"][3:]).compile
+    assert commands["tests"][3:5] == ["-m", "cuda"]
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--stages", "tests,benchmarks"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path, capsys):
+    from bench import gpu_check
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -155,6 +155,16 @@ def test_batches_stay_valid_after_later_batches(tiny_data):
     assert all(torch.equal(a, b) for a, (b, _) in zip(kept, fresh))
 
 
+def test_labels_are_copied_to_the_device_once_per_epoch(tiny_data):
+    """Per-batch labels indexed on the host are pageable, and a non_blocking copy from pageable
+    memory is synchronous: every batch's labels are a view of one tensor made per epoch."""
+    loader = make(tiny_data, "dali", policy=MixedSizes())
+    out = list(loader)
+    assert len({y.untyped_storage().data_ptr() for _, y in out}) == 1
+    assert torch.cat([y for _, y in out]).tolist() == [
+        int(loader.index.labels[i]) for task in plan_epoch(loader.cfg, loader.index, 0) for i in task.indices]
+
+
 def test_result_does_not_depend_on_thread_count(tiny_data):
     one, two = (batches(make(tiny_data, "dali", workers=w)) for w in (1, 2))
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(one, two))

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pipeline.finetune import finetune_parameters, head_modules
-from pipeline.models import create_model, load_weights
+from pipeline.models import compile_model, create_model, load_weights
 
 
 @pytest.mark.parametrize("name", ["resnet_tiny", "resnet18", "resnet50", "timm/resnet18"])
@@ -48,3 +48,47 @@ def test_load_weights_checks_the_class_count(tmp_path):
         load_weights(create_model("resnet18", 5), str(path))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_weights(model, str(tmp_path / "missing.pt"))
+
+
+class Probe(nn.Module):
+    """Notes whether its forward runs inside a torch.compile graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(torch.compiler.is_compiling())
+        return x
+
+
+def small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), Probe(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def two_sgd_steps(model: nn.Module) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 16, 16, generator=gen).to(memory_format=torch.channels_last)
+    y = torch.randint(4, (4,), generator=gen)
+    losses = []
+    for _ in range(2):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_compiled_model_trains_as_the_eager_one_and_keeps_its_state_dict_keys():
+    """--compile on the CPU (TorchInductor through the C++ compiler): two SGD steps give the eager
+    model's losses and weights, through a compiled graph, and checkpoints keep their keys."""
+    eager, compiled = small_net(), compile_model(small_net())
+    assert two_sgd_steps(compiled) == pytest.approx(two_sgd_steps(eager), rel=1e-4)
+    assert compiled[3].seen == [True, True] and eager[3].seen == [False, False]  # both steps ran the graph
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    for k, v in eager.state_dict().items():
+        assert torch.allclose(compiled.state_dict()[k].float(), v.float(), atol=1e-5), k

@@ -1,16 +1,25 @@
 """The nvjpeg backend's crop maths on the CPU (decode_jpeg + roi_align), checked against the
-Pillow backend on the same plan; the contract tests run for it through BACKENDS."""
+Pillow backend on the same plan; the contract tests run for it through BACKENDS, the CUDA path
+in test_cuda.py."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import roi_align
 
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
-from loaders.nvjpeg import NvjpegLoader, crop_batch, decode_batch
+from loaders.nvjpeg import CODECS, NvjpegLoader, canvas_chunks, crop_batch, decode_batch, default_codec, read_encoded
 from pipeline.sizes import ConstantSize
+
+HAS_TORCHCODEC = default_codec() == "torchcodec"
+EACH_CODEC = [pytest.param(c, marks=pytest.mark.skipif(c == "torchcodec" and not HAS_TORCHCODEC,
+                                                       reason="TorchCodec is not installed (the codec extra)"))
+              for c in CODECS]
 
 
 def config(data, backend, augment, res=40, batch_size=8, split="train", **kw):
@@ -66,7 +75,8 @@ def test_far_border_reads_the_image_not_the_padding():
     assert int(out[0].min()) == 200
 
 
-def test_png_cmyk_and_grayscale_files_decode(data_copy):
+@pytest.mark.parametrize("codec", EACH_CODEC)
+def test_png_cmyk_and_grayscale_files_decode(data_copy, codec):
     """The oddities the scanner lets through decode as the Pillow backend decodes them."""
     cls = sorted((data_copy / "val").iterdir())[0]
     a, b, c = sorted(cls.iterdir())[:3]
@@ -74,17 +84,17 @@ def test_png_cmyk_and_grayscale_files_decode(data_copy):
     Image.open(b).convert("CMYK").save(b, format="JPEG")
     Image.open(c).convert("L").save(c, format="JPEG")
     paths = [str(a), str(b), str(c)]
-    images = decode_batch([torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in paths], paths,
-                          torch.device("cpu"))
+    images = decode_batch([read_encoded(p) for p in paths], paths, torch.device("cpu"), codec)
     for p, img in zip(paths, images):
-        ref = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1).int()
+        ref = torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).int()
         assert img.shape == ref.shape and (img.int() - ref).abs().float().mean() < 1.0
 
 
-def test_undecodable_bytes_name_the_file():
-    good = torch.from_numpy(np.frombuffer(b"\xff\xd8\xff\xe0 not really a jpeg", dtype=np.uint8).copy())
+@pytest.mark.parametrize("codec", EACH_CODEC)
+def test_undecodable_bytes_name_the_file(codec):
+    bad = torch.from_numpy(np.frombuffer(b"\xff\xd8\xff\xe0 not really a jpeg", dtype=np.uint8).copy())
     with pytest.raises(OSError, match="broken.JPEG"):
-        decode_batch([good], ["/data/broken.JPEG"], torch.device("cpu"))
+        decode_batch([bad], ["/data/broken.JPEG"], torch.device("cpu"), codec)
 
 
 @pytest.mark.parametrize("decode_in_main", [False, True])
@@ -99,3 +109,62 @@ def test_decompression_bomb_written_after_the_scan_is_refused_before_decoding(da
     open(victim, "wb").write(bytes(data))
     with pytest.raises(ImageTooLarge, match=rf"{victim}: decompression bomb \(header says 60000 x 60000"):
         list(loader)
+
+
+@pytest.mark.parametrize("codec", EACH_CODEC)
+def test_an_epoch_warns_nothing_and_the_summary_names_the_decoder(tiny_data, codec):
+    """torchvision's decoders warn on every call since 0.29: a thousand warnings per test run
+    before the call site silenced them. The summary says which decoder runs, once."""
+    cfg = config(tiny_data, "nvjpeg", "rrc")
+    loader = NvjpegLoader(cfg, scan_image_folder(cfg.root, progress=False), codec=codec)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert len(list(loader)) == 6
+    assert not seen, [str(w.message)[:80] for w in seen]
+    assert ("TorchCodec" if codec == "torchcodec" else "deprecated") in loader.summary
+
+
+def test_the_codecs_decode_alike(tiny_data):
+    if not HAS_TORCHCODEC:
+        pytest.skip("TorchCodec is not installed (the codec extra)")
+    paths = [str(p) for p in sorted((tiny_data / "val").rglob("*.JPEG"))[:6]]
+    data = [read_encoded(p) for p in paths]
+    cpu = torch.device("cpu")
+    for a, b in zip(decode_batch(data, paths, cpu, "torchcodec"), decode_batch(data, paths, cpu, "torchvision")):
+        assert a.shape == b.shape and (a.int() - b.int()).abs().max() <= 1
+
+
+def random_boxes(gen, sizes, count):
+    """Boxes anywhere in (w, h) images, from a few pixels to the whole image, touching borders."""
+    out = []
+    for w, h in sizes[:count]:
+        bw, bh = (torch.rand(2, generator=gen) * torch.tensor([w - 2, h - 2]) + 2).tolist()
+        x, y = (torch.rand(2, generator=gen) * torch.tensor([w - bw, h - bh])).tolist()
+        out.append([x, y, bw, bh])
+    out[0] = [0.0, 0.0, float(sizes[0][0]), float(sizes[0][1])]  # the whole image: every border
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("res", [8, 48])
+def test_region_canvas_crops_as_roi_align_on_each_whole_image(res):
+    """Cropping each image to its box's region (and cutting the batch into chunks) changes no
+    pixel: per image, roi_align on the whole image alone (no canvas, no padding) is the reference."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = [(int(w), int(h)) for w, h in torch.randint(12, 120, (24, 2), generator=gen).tolist()]
+    images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for w, h in sizes]
+    boxes = random_boxes(gen, sizes, len(sizes))
+    flips = torch.zeros(len(sizes), dtype=torch.bool)
+    ours = crop_batch(images, boxes, flips, res).permute(0, 3, 1, 2).float()
+    for img, box, got in zip(images, boxes.float(), ours):
+        roi = torch.cat([torch.zeros(1), box[:2], box[:2] + box[2:]])[None]
+        ref = roi_align(img[None].float(), roi, (res, res), 1.0, -1, True)[0].round().clamp(0, 255)
+        assert (got - ref).abs().max() <= 1
+
+
+def test_canvas_chunks_keep_within_the_budget():
+    """Large regions among small ones: a chunk's canvas is its largest region times its count."""
+    budget = 2 * 3 * 4 * 1501 * 2001  # two large images' canvas
+    extents = [(10, 10)] * 100 + [(1500, 2000)] * 3
+    parts = list(canvas_chunks(extents, budget))
+    assert [(p.start, p.stop) for p in parts] == [(0, 100), (100, 102), (102, 103)]
+    assert list(canvas_chunks([(1500, 2000)], budget=1)) == [slice(0, 1)]  # one image always goes
