@@ -18,7 +18,7 @@ import torch.distributed
 from torch import nn
 
 from pipeline.distributed import DistContext
-from pipeline.engine import Precision
+from pipeline.precision import Precision
 from pipeline.finetune import last_module
 
 CDF_LEVELS = 201  # quantile levels 0, 0.005, ..., 1 of the stored CDF

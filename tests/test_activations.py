@@ -4,7 +4,7 @@ import torch
 
 from pipeline.activations import activation_stats, pooled_features, quantiles, sorted_sample
 from pipeline.distributed import DistContext
-from pipeline.engine import Precision
+from pipeline.precision import Precision
 from pipeline.models import create_model
 
 CPU = Precision(torch.device("cpu"), None)
