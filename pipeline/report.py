@@ -61,9 +61,15 @@ def best_line(label: str, sweep: list[dict]) -> str:
 def activations_table(rows: list[dict]) -> str:
     """One line per checkpoint and test side: sparsity, large values, mean and spread."""
     body = [[r["checkpoint"], r["train_res"], r["test_res"], f"{100 * r['zero_share']:.1f}",
-             f"{100 * r['above_2_share']:.1f}", f"{r['mean']:.3f}", f"{r['std']:.3f}"] for r in rows]
+             f"{100 * r['above_2_share']:.1f}", f"{r['mean']:.3f}", f"{r['std']:.3f}",
+             f"{cdf_quantile(r['cdf'], 0.99):.3f}"] for r in rows]
     return "### Activations after global pooling (validation set)\n\n" + markdown_table(
-        ["checkpoint", "K_train", "K_test", "zeros %", "> 2 %", "mean", "std"], body)
+        ["checkpoint", "K_train", "K_test", "zeros %", "> 2 %", "mean", "std", "99th percentile"], body)
+
+
+def cdf_quantile(cdf: dict, level: float) -> float:
+    """The stored CDF's value at the first level >= `level`."""
+    return next(x for p, x in zip(cdf["p"], cdf["x"]) if p >= level - 1e-9)
 
 
 def save_figure(path: Path, draw) -> Path | None:
@@ -123,7 +129,8 @@ def activation_cdf_figure(rows: list[dict]):
         style = ["-", "--", ":", "-."][checkpoints.index(r["checkpoint"]) % 4]
         label = f"K_test {r['test_res']}" + (f" ({r['checkpoint']})" if len(checkpoints) > 1 else "")
         ax.plot(r["cdf"]["x"], r["cdf"]["p"], style, color=colour, label=label)
-    ax.set_xlabel("activation after global pooling")
+    ax.set_xlim(0, max(cdf_quantile(r["cdf"], 0.995) for r in rows))  # the top 0.5% would squash the rest
+    ax.set_xlabel("activation after global pooling (up to the largest 99.5th percentile)")
     ax.set_ylabel("cumulative share")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
