@@ -24,7 +24,7 @@ from pipeline.models import create_model, load_weights
 from pipeline.optim import make_sgd
 from pipeline.options import (ActivationsConfig, CommonConfig, FinetuneConfig, FixResConfig, RecalibrateConfig,
                               SweepConfig, TrainConfig, parse_resolutions)
-from pipeline.parametric import Frechet, fit_frechet, with_equalization
+from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
 from pipeline.report import activations_table, fixres_report, plot_activation_cdfs, sweep_table
 from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
 from pipeline.session import (Session, announce, checkpoint_folder, make_loader, model_from_checkpoint,
@@ -159,7 +159,8 @@ def fitted_law(model: nn.Module, cfg: SweepConfig, s: Session, res: int, classes
     law = fit_frechet(values)
     if s.dist.is_main:
         say(f"Fréchet law at {res} px from {values.shape[0]} images: mu {law.mu:.4f}, sigma {law.sigma:.4f}, "
-            f"xi {law.xi:g} (zeros {100 * (values == 0).double().mean().item():.1f}%)")
+            f"xi {law.xi:g} (zeros {100 * (values == 0).double().mean().item():.1f}%, Kolmogorov distance "
+            f"of the fit {fit_distance(values, law):.3f})")
     return law
 
 

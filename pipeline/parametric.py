@@ -98,6 +98,19 @@ def fit_frechet(values: torch.Tensor, xi: float | None = PAPER_XI) -> Frechet:
     return Frechet(mu=b + scale, sigma=scale * shape, xi=shape)
 
 
+def fit_distance(values: torch.Tensor, law: Frechet) -> float:
+    """Kolmogorov distance between the values' empirical CDF and the law censored at zero:
+    the largest gap over the positive values and at 0 (share of zeros against F(0))."""
+    x = sorted_sample(values)
+    n = x.numel()
+    model = law.cdf(x)
+    above = torch.arange(1, n + 1, dtype=torch.float64) / n  # the empirical CDF at each value
+    positive = x > 0
+    gaps = torch.maximum(above - model, model - (above - 1 / n))[positive]
+    zero_gap = abs((~positive).double().mean().item() - law.cdf(torch.tensor(0.0, dtype=torch.float64)).item())
+    return max(gaps.max().item() if gaps.numel() else 0.0, zero_gap)
+
+
 def newton_minimum(loss, start: torch.Tensor, steps: int = 200, tolerance: float = 1e-10) -> torch.Tensor:
     """A local minimum of a smooth function of a few parameters: Newton steps (gradient
     steps where the Hessian is not positive definite), halved until the loss decreases."""
