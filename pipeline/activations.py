@@ -18,8 +18,8 @@ import torch.distributed
 from torch import nn
 
 from pipeline.distributed import DistContext
-from pipeline.precision import Precision
 from pipeline.finetune import last_module
+from pipeline.precision import Precision
 
 CDF_LEVELS = 201  # quantile levels 0, 0.005, ..., 1 of the stored CDF
 SORT_LIMIT = 1 << 22  # values sorted for quantiles at most; more are subsampled (seeded)

@@ -4,8 +4,8 @@ import torch
 
 from pipeline.activations import activation_stats, pooled_features, quantiles, sorted_sample
 from pipeline.distributed import DistContext
-from pipeline.precision import Precision
 from pipeline.models import create_model
+from pipeline.precision import Precision
 
 CPU = Precision(torch.device("cpu"), None)
 
