@@ -152,13 +152,13 @@ class Equalize(nn.Module):
 
     def __init__(self, test: Frechet, train: Frechet):
         super().__init__()
-        self.test, self.train_law = test, train
+        self.test_law, self.train_law = test, train
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return equalize(x, self.test, self.train_law)
+        return equalize(x, self.test_law, self.train_law)
 
     def extra_repr(self) -> str:
-        return f"test={asdict(self.test)}, train={asdict(self.train_law)}"
+        return f"test={asdict(self.test_law)}, train={asdict(self.train_law)}"
 
 
 def with_equalization(model: nn.Module, test: Frechet, train: Frechet) -> nn.Module:
