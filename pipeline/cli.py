@@ -5,6 +5,7 @@
     python train.py sweep     --checkpoint RUN --test-res 128,160  # accuracy per test resolution
     python train.py recalibrate --checkpoint RUN --test-res 160    # BN statistics at a test side
     python train.py fixres    --data ROOT                          # all of it, with one report
+    python train.py activations --checkpoint RUN --test-res 48,96  # pooled-activation statistics per side
 
 ROOT is an ImageNet-layout folder (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG).
 Every job writes its own run folder (--out): config.json, metrics.jsonl, checkpoint.pt and a
@@ -16,8 +17,9 @@ from __future__ import annotations
 import argparse
 
 from pipeline.config import add_arguments, from_args
-from pipeline.jobs import run_finetune, run_fixres, run_recalibrate, run_sweep, run_train
-from pipeline.options import FinetuneConfig, FixResConfig, RecalibrateConfig, SweepConfig, TrainConfig
+from pipeline.jobs import run_activations, run_finetune, run_fixres, run_recalibrate, run_sweep, run_train
+from pipeline.options import (ActivationsConfig, FinetuneConfig, FixResConfig, RecalibrateConfig, SweepConfig,
+                              TrainConfig)
 
 
 JOBS = {
@@ -26,6 +28,7 @@ JOBS = {
     "sweep": (SweepConfig, run_sweep, "evaluate a checkpoint at several test resolutions"),
     "recalibrate": (RecalibrateConfig, run_recalibrate, "re-estimate BN statistics at a test side"),
     "fixres": (FixResConfig, run_fixres, "train, sweep, fine-tune, sweep again, and report"),
+    "activations": (ActivationsConfig, run_activations, "statistics of the pooled activations per test side"),
 }
 
 

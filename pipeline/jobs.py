@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.activations import activation_stats, pooled_features
 from pipeline.bn import recalibrate_bn
 from pipeline.console import say
 from pipeline.engine import evaluate, fit
@@ -21,9 +22,10 @@ from pipeline.finetune import finetune_parameters
 from pipeline.fixres import apparent_size_ratio, recommended_test_res
 from pipeline.models import create_model, load_weights
 from pipeline.optim import make_sgd
-from pipeline.options import (CommonConfig, FinetuneConfig, FixResConfig, RecalibrateConfig, SweepConfig, TrainConfig,
-                              parse_resolutions)
-from pipeline.report import fixres_report, sweep_table
+from pipeline.options import (ActivationsConfig, CommonConfig, FinetuneConfig, FixResConfig, RecalibrateConfig,
+                              SweepConfig, TrainConfig, parse_resolutions)
+from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
+from pipeline.report import activations_table, fixres_report, plot_activation_cdfs, sweep_table
 from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
 from pipeline.session import (Session, announce, checkpoint_folder, make_loader, model_from_checkpoint,
                               prepare_model, resume_or_start, run_folder, start_session)
@@ -98,40 +100,95 @@ def run_sweep(cfg: SweepConfig) -> list[dict]:
         say(f"== sweep {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
     classes, train_res = state["classes"], state["train_res"]
     trained = model_from_checkpoint(state, s)
+    train_law = fitted_law(trained, cfg, s, train_res, classes) if cfg.parametric else None
     rows = []
     for res in parse_resolutions(cfg.test_res, train_res):
-        model = trained
+        model, laws = trained, {}
         if cfg.recalibrate_bn:
             model = copy.deepcopy(trained)
             recalibrate_at(model, cfg, s, res, cfg.recalibrate_bn, classes)
+        if train_law:
+            test_law = fitted_law(model, cfg, s, res, classes)
+            model = with_equalization(copy.deepcopy(model), test_law, train_law)
+            laws = {"frechet_test": asdict(test_law), "frechet_train": asdict(train_law)}
         loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, classes)
         m = evaluate(model, loader, s.precision, s.dist, s.progress, desc=f"sweep {res}")
         rows.append({"test_res": res, "top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
                      "apparent_size_ratio": apparent_size_ratio(train_res, res),
                      "img_per_s": m["images"] / m["seconds"], "images": m["images"],
-                     "recalibrated_batches": cfg.recalibrate_bn})
+                     "recalibrated_batches": cfg.recalibrate_bn, "parametric_batches": cfg.parametric, **laws})
         if s.dist.is_main:
             say(f"K_test {res:4d}  top1 {m['top1']:6.2f}  top5 {m['top5']:6.2f}")
     bn = f", BN recalibrated on {cfg.recalibrate_bn} batches" if cfg.recalibrate_bn else ""
-    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res}{bn})")
+    parametric = f", parametric adaptation fitted on {cfg.parametric} batches" if cfg.parametric else ""
+    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res}{bn}{parametric})")
     if s.dist.is_main:
         say(table)
-    name = f"sweep-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "sweep"
+    name = sweep_name(cfg)
     run.write_json(f"{name}.json", {"checkpoint": str(cfg.checkpoint), "train_res": train_res,
                                     "config": asdict(cfg), "rows": rows})
     run.write_text(f"{name}.md", table + "\n")
     return rows
 
 
+def sweep_name(cfg: SweepConfig) -> str:
+    """The sweep's file name in the run folder: one per kind of adaptation."""
+    return "sweep" + (f"-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "") + (
+        f"-parametric{cfg.parametric}" if cfg.parametric else "")
+
+
+def train_sample(cfg: CommonConfig, s: Session, res: int, classes: list[str]):
+    """Shuffled training images at side `res` under the test-time augmentation: the sample
+    that BN recalibration and the parametric fit estimate from."""
+    return make_loader(cfg, s, "train", ConstantSize(res, cfg.batch_size), "center", True, classes)
+
+
 def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int,
                    classes: list[str]) -> int:
-    """Re-estimate `model`'s BN statistics at side `res` from training images under the
-    test-time augmentation (shuffled, so the batches are a sample of the whole split)."""
-    loader = make_loader(cfg, s, "train", ConstantSize(res, cfg.batch_size), "center", True, classes)
-    seen = recalibrate_bn(model, loader, batches, s.precision, s.dist)
+    """Re-estimate `model`'s BN statistics at side `res` from `batches` training batches."""
+    seen = recalibrate_bn(model, train_sample(cfg, s, res, classes), batches, s.precision, s.dist)
     if s.dist.is_main:
         say(f"BN statistics re-estimated at {res} px from {seen} images per process")
     return seen
+
+
+def fitted_law(model: nn.Module, cfg: SweepConfig, s: Session, res: int, classes: list[str]) -> Frechet:
+    """The Fréchet law of `model`'s pooled activations at side `res` (FixRes appendix A),
+    fitted on `cfg.parametric` training batches."""
+    values = pooled_features(model, train_sample(cfg, s, res, classes), s.precision, s.dist, cfg.parametric)
+    law = fit_frechet(values)
+    if s.dist.is_main:
+        say(f"Fréchet law at {res} px from {values.shape[0]} images: mu {law.mu:.4f}, sigma {law.sigma:.4f}, "
+            f"xi {law.xi:g} (zeros {100 * (values == 0).double().mean().item():.1f}%, Kolmogorov distance "
+            f"of the fit {fit_distance(values, law):.3f})")
+    return law
+
+
+def run_activations(cfg: ActivationsConfig) -> list[dict]:
+    """Statistics of the pooled activations on the validation set at each test side, for the
+    checkpoint and, with --compare, a second one: table, JSON and CDF plot beside the first."""
+    state = load_checkpoint(cfg.checkpoint)
+    s = start_session(cfg)
+    run = RunDir(cfg.out or checkpoint_folder(cfg.checkpoint), s.dist.is_main)
+    if s.dist.is_main:
+        say(f"== activations {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
+    sides = parse_resolutions(cfg.test_res, state["train_res"])
+    rows = []
+    for path in filter(None, (cfg.checkpoint, cfg.compare)):
+        checkpoint = state if path == cfg.checkpoint else load_checkpoint(path)
+        model = model_from_checkpoint(checkpoint, s)
+        for res in sides:
+            loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False,
+                                 checkpoint["classes"])
+            stats = activation_stats(pooled_features(model, loader, s.precision, s.dist, cfg.batches))
+            rows.append({"checkpoint": str(path), "train_res": checkpoint["train_res"], "test_res": res, **stats})
+    table = activations_table(rows)
+    if s.dist.is_main:
+        say(table)
+        run.write_json("activations.json", {"config": asdict(cfg), "rows": rows})
+        run.write_text("activations.md", table + "\n")
+        plot_activation_cdfs(run.path / "activations.png", rows)
+    return rows
 
 
 def run_recalibrate(cfg: RecalibrateConfig) -> Path:
@@ -155,9 +212,9 @@ def run_recalibrate(cfg: RecalibrateConfig) -> Path:
 
 
 def run_fixres(cfg: FixResConfig) -> dict:
-    """Train at K_train, sweep, fine-tune at K_test, sweep again, report. Each finished
-    stage is kept, so running the same command again after an interruption goes on where
-    it stopped."""
+    """Train at K_train, sweep (plain, and with the parametric adaptation), fine-tune at
+    K_test, sweep again, report. Each finished stage is kept, so running the same command
+    again after an interruption goes on where it stopped."""
     root = run_folder(cfg, "fixres")
     common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig)}
     t_train = stage_result(root / "train" / "summary.json", lambda: run_train(TrainConfig(**{
@@ -165,6 +222,7 @@ def run_fixres(cfg: FixResConfig) -> dict:
         "out": str(root / "train"), "resume": (root / "train" / "config.json").exists()})))["train_seconds"]
     sweep_res = ",".join(map(str, parse_resolutions(cfg.sweep_res, cfg.train_res)))
     before = sweep_once(root / "train", sweep_res, common)
+    parametric = sweep_once(root / "train", sweep_res, common, cfg.parametric) if cfg.parametric else None
     ft_res = pick_finetune_res(cfg, before)
     ft_dir = root / f"finetune-{ft_res}"
     t_ft = stage_result(ft_dir / "summary.json", lambda: run_finetune(FinetuneConfig(**{
@@ -172,16 +230,18 @@ def run_fixres(cfg: FixResConfig) -> dict:
         "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
         "resume": (ft_dir / "config.json").exists()})))["train_seconds"]
     after = sweep_once(ft_dir, sweep_res, common)
-    report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft)
+    report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft, parametric)
     say(report["table"])
     return report
 
 
-def sweep_once(path: Path, test_res: str, common: dict) -> list[dict]:
-    """The sweep of the checkpoint in `path` over `test_res`, unless it was swept so before."""
-    return stage_result(path / "sweep.json", lambda: run_sweep(SweepConfig(
-        **{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res})),
-        valid=lambda done: done["config"]["test_res"] == test_res)["rows"]
+def sweep_once(path: Path, test_res: str, common: dict, parametric: int = 0) -> list[dict]:
+    """The sweep of the checkpoint in `path` over `test_res` (with the parametric adaptation
+    fitted on `parametric` batches if positive), unless it was swept so before."""
+    cfg = SweepConfig(**{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res,
+                         "parametric": parametric})
+    return stage_result(path / f"{sweep_name(cfg)}.json", lambda: run_sweep(cfg),
+                        valid=lambda done: done["config"]["test_res"] == test_res)["rows"]
 
 
 def pick_finetune_res(cfg: FixResConfig, sweep: list[dict]) -> int:

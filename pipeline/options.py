@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loaders import BACKENDS
-from pipeline.config import check_positive_int, opt, parse_floats, positive_ints
+from pipeline.config import check_count, check_positive_int, opt, parse_floats, positive_ints
 from pipeline.fixres import sweep_resolutions
 from pipeline.optim import LrSchedule
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
@@ -125,6 +125,24 @@ class FinetuneConfig(OptimConfig, FromCheckpoint):
 class SweepConfig(FromCheckpoint):
     recalibrate_bn: int = opt(0, "before each test side, re-estimate BN statistics from this many "
                                  "training batches at that side (0: no recalibration)")
+    parametric: int = opt(0, "parametric adaptation: fit Fréchet laws to the pooled activations of this many "
+                             "training batches (test-time augmentation) at K_train and at each side, and map "
+                             "the pooled values from the one to the other before the classifier (0: off)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_count("--recalibrate-bn", self.recalibrate_bn)
+        check_count("--parametric", self.parametric)
+
+
+@dataclass
+class ActivationsConfig(FromCheckpoint):
+    compare: str = opt("", "a second checkpoint measured the same way (e.g. the source of a fine-tuned one)")
+    batches: int = opt(0, "validation batches per side (0: the whole validation set)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_count("--batches", self.batches)
 
 
 @dataclass
@@ -143,9 +161,12 @@ class FixResConfig(TrainConfig):
                                     "(best of the first sweep above K_train)")
     finetune_epochs: int = opt(3, "fine-tuning epochs")
     finetune_lr: float = opt(0.05, "fine-tuning learning rate for a batch of 256")
+    parametric: int = opt(8, "training batches per side to fit the parametric adaptation of the trained "
+                             "model, swept beside plain testing (0: no parametric column)")
 
     def __post_init__(self):
         super().__post_init__()
+        check_count("--parametric", self.parametric)
         parse_resolutions(self.sweep_res, self.train_res)
         if self.finetune_res not in ("auto", "best"):
             parse_resolutions(self.finetune_res, self.train_res)

@@ -54,6 +54,25 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
     saved = json.loads((tmp_path / "ft" / "sweep.json").read_text())
     assert saved["rows"] == rows and (tmp_path / "ft" / "sweep.md").read_text().count("|") > 10
 
+    # the parametric adaptation: at K_train both laws come from the same images, so the mapping
+    # is the identity and the accuracy that of plain testing
+    plain = run("sweep", "--data", tiny_data, "--checkpoint", t, "--test-res", "32,48", *FAST)
+    adapted = run("sweep", "--data", tiny_data, "--checkpoint", t, "--test-res", "32,48", "--parametric", 2, *FAST)
+    assert adapted[0]["top1"] == plain[0]["top1"] and adapted[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-4)
+    assert adapted[0]["frechet_test"] == pytest.approx(adapted[0]["frechet_train"])
+    assert adapted[1]["frechet_test"] != pytest.approx(adapted[1]["frechet_train"], rel=1e-3)
+    assert json.loads((t / "sweep-parametric2.json").read_text())["rows"] == adapted
+
+    stats = run("activations", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--compare", t,
+                "--test-res", "32,48", *FAST)
+    assert [(r["checkpoint"], r["test_res"]) for r in stats] == [
+        (str(tmp_path / "ft"), 32), (str(tmp_path / "ft"), 48), (str(t), 32), (str(t), 48)]
+    assert all(r["values"] == 18 * 256 and 0 <= r["zero_share"] <= 1 and r["std"] > 0 for r in stats)
+    assert stats[0]["mean"] != stats[2]["mean"], "fine-tuning moved the last BN, hence the pooled values"
+    for name in ("activations.json", "activations.md", "activations.png"):
+        assert (tmp_path / "ft" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "ft" / "activations.json").read_text())["rows"] == stats
+
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
     args = [sys.executable, "train.py", "train", "--data", str(tiny_data), "--epochs", "4", "--train-res", "32",
@@ -84,15 +103,19 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
 def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     out = tmp_path / "fx"
     report = run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-                 "--finetune-epochs", 1, "--out", out, *FAST)
+                 "--finetune-epochs", 1, "--parametric", 2, "--out", out, *FAST)
     assert report["finetune_res"] == 40
-    assert [r["test_res"] for r in report["before"]] == [r["test_res"] for r in report["after"]] == [32, 40, 48]
+    sides = [[r["test_res"] for r in report[k]] for k in ("before", "parametric", "after")]
+    assert sides == [[32, 40, 48]] * 3
     for name in ("report.md", "report.json", "report.png"):
         assert (out / name).stat().st_size > 0
-    assert "top-1 after FT" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "top-1 after FT" in text and "top-1 parametric" in text
+    cells = [c.strip() for c in text.splitlines()[5].split("|")]  # the K_test 40 row
+    assert cells[1:6] == ["40", "1.01", *(f"{report[k][1]['top1']:.2f}" for k in ("before", "parametric", "after"))]
     stamp = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
     run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-        "--finetune-epochs", 1, "--out", out, *FAST)
+        "--finetune-epochs", 1, "--parametric", 2, "--out", out, *FAST)
     assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
@@ -104,6 +127,8 @@ def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     (["sweep", "--checkpoint", "x", "--test-res", "64,abc"], "64,abc"),
     (["sweep", "--checkpoint", "x", "--test-res", "-64"], "-64"),
     (["finetune"], "--checkpoint"),
+    (["sweep", "--checkpoint", "x", "--parametric", "-1"], "--parametric"),
+    (["activations", "--checkpoint", "x", "--batches", "-2"], "--batches"),
 ])
 def test_bad_cli_values_fail_at_start(args, named, capsys):
     with pytest.raises(SystemExit):
