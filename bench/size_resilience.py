@@ -111,10 +111,12 @@ def study(cfg: StudyConfig) -> dict:
         epochs = equal_pixel_epochs(cfg.epochs, fixed_res, mix_config(cfg, folder, cfg.epochs, mode).size_policy())
         plans[f"MixSize {mode} {cfg.mix_sizes}"] = mix_config(cfg, folder, epochs, mode)
     result = {"config": asdict(cfg), "machine": describe_machine(), "fixed_res": fixed_res, "runs": {}, "curves": {}}
-    for name, tc in plans.items():
-        run = result["runs"][name] = trained(tc)
-        result["curves"][name] = swept(cfg, run, 0)
-        result["curves"][f"{name} + BN recal."] = swept(cfg, run, cfg.recalibrate_bn)
+    done = {}
+    for name in [*list(plans)[1:], list(plans)[0]]:  # MixSize runs first, the fixed reference last
+        done[name] = trained(plans[name])
+        result["runs"] = {n: done[n] for n in plans if n in done}  # table order: fixed first
+        result["curves"] = {f"{n}{suffix}": swept(cfg, done[n], bn)
+                            for n in result["runs"] for suffix, bn in (("", 0), (" + BN recal.", cfg.recalibrate_bn))}
         result["table"] = table(cfg, result["runs"], result["curves"])
         write_results(root, result)
     print(result["table"])
