@@ -23,7 +23,7 @@ class SyntheticLoader:
     def set_epoch(self, epoch: int) -> None:
         cfg = self.cfg
         self.epoch = epoch
-        n = len(epoch_order(self.num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle))
+        n = len(epoch_order(self.num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle, cfg.repeats))
         self.steps = cfg.policy.plan(epoch, n, drop_last=cfg.shuffle)
         self.pool: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
