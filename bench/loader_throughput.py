@@ -22,10 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          images_per_second, open_variant, parse_ints, parse_variant, progress_enabled,
-                          reset_gpu_memory, say, style, warm_up, write_results)
+                          images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
+                          warm_up, write_results)
 from bench.reference import TorchvisionReference
-from pipeline.engine import resolve_device, resolve_precision
+from pipeline.console import progress_enabled, say
+from pipeline.precision import resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
 REFERENCE = "torchvision"

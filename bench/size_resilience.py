@@ -22,11 +22,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import train
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
+from pipeline.jobs import run_sweep, run_train
+from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
 from pipeline.sizes import MixSize
+from pipeline.stages import stage_result
 
 
 @dataclass
@@ -55,11 +57,11 @@ class StudyConfig:
         return [m.strip() for m in self.mix_modes.split(",") if m.strip()]
 
 
-def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> train.TrainConfig:
-    return train.TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=epochs,
-                             batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                             progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
-                             **policy)
+def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> TrainConfig:
+    return TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=epochs,
+                       batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+                       progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
+                       **policy)
 
 
 def equal_pixel_epochs(epochs: int, fixed_res: int, policy: MixSize) -> int:
@@ -67,18 +69,16 @@ def equal_pixel_epochs(epochs: int, fixed_res: int, policy: MixSize) -> int:
     return max(1, round(epochs * fixed_res ** 2 / policy.pixels_per_image()))
 
 
-def mix_config(cfg: StudyConfig, out: Path, epochs: int, mode: str) -> train.TrainConfig:
+def mix_config(cfg: StudyConfig, out: Path, epochs: int, mode: str) -> TrainConfig:
     return train_config(cfg, out, epochs, mix_sizes=cfg.mix_sizes, mix_weights=cfg.mix_weights, mix_mode=mode)
 
 
-def trained(tc: train.TrainConfig) -> dict:
+def trained(tc: TrainConfig) -> dict:
     """Train unless already done; returns the run's summary, mean epoch time, optimiser steps
     and images seen (augmented copies included)."""
     out = Path(tc.out)
-    if not (out / "summary.json").exists():
-        train.run_train(tc)
+    summary = stage_result(out / "summary.json", lambda: run_train(tc))
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
     return {"path": str(out), "train_res": summary["train_res"], "epochs": len(epochs),
             "steps": sum(m["train_steps"] for m in epochs), "images": sum(m["train_images"] for m in epochs),
             "seconds_per_epoch": sum(m["train_seconds"] for m in epochs) / len(epochs),
@@ -87,13 +87,11 @@ def trained(tc: train.TrainConfig) -> dict:
 
 def swept(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
     name = f"sweep-bn{recalibrate}.json" if recalibrate else "sweep.json"
-    path = Path(run["path"]) / name
-    if not (path.exists() and json.loads(path.read_text())["config"]["test_res"] == cfg.test_res):
-        train.run_sweep(train.SweepConfig(data=cfg.data, loader=cfg.loader, batch_size=cfg.batch_size,
-                                          workers=cfg.workers, seed=cfg.seed, progress=cfg.progress,
-                                          checkpoint=run["path"], test_res=cfg.test_res,
-                                          recalibrate_bn=recalibrate))
-    return {r["test_res"]: r["top1"] for r in json.loads(path.read_text())["rows"]}
+    done = stage_result(Path(run["path"]) / name, lambda: run_sweep(SweepConfig(
+        data=cfg.data, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        progress=cfg.progress, checkpoint=run["path"], test_res=cfg.test_res, recalibrate_bn=recalibrate)),
+        valid=lambda done: done["config"]["test_res"] == cfg.test_res)
+    return {r["test_res"]: r["top1"] for r in done["rows"]}
 
 
 def study(cfg: StudyConfig) -> dict:

@@ -89,7 +89,7 @@ class PilLoader:
         self.index = index
         self.classes = index.classes
         self.summary = f"pil: {index.report()}"
-        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.skipped = index.skipped_counts()
         self.sampler = EpochTasks()
         self.loader = DataLoader(
             self.batch_maker(), sampler=self.sampler, batch_size=None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loaders.base import LoaderConfig, epoch_order, jitter_plan, split_by_plan
+from loaders.base import LoaderConfig, epoch_plan, jitter_plan
 from loaders.imagefolder import ImageIndex
 from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes, shifted_center_crop_boxes
 
@@ -30,12 +30,10 @@ class BatchTask:
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
     """This rank's batches of `epoch`: order and sizes from the policy, crop boxes of the
     augmentation (pipeline/transforms.py), flips and colour-jitter factors."""
-    order = epoch_order(len(index), cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle, cfg.repeats)
-    steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
+    steps, ids = epoch_plan(cfg, len(index), epoch)
     rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
     tasks = []
-    batches = split_by_plan(order, steps)
-    for step, idx, jitter in zip(steps, batches, jitter_plan(cfg, epoch, [len(b) for b in batches])):
+    for step, idx, jitter in zip(steps, ids, jitter_plan(cfg, epoch, [len(b) for b in ids])):
         w, h = index.sizes[idx].T
         if cfg.augment == "rrc":
             boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
@@ -45,3 +43,14 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
         tasks.append(BatchTask(step.res, idx, boxes, flipped, jitter))
     return tasks
+
+
+def decode_regions(boxes: np.ndarray, sizes: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) int regions (x, y, w, h) to decode for (N, 4) crop boxes resampled to res: the box
+    widened by the linear filter's reach (one output pixel, at least one source pixel) and
+    clipped to the image."""
+    start, extent = boxes[:, :2], boxes[:, 2:]
+    reach = np.ceil(np.maximum(extent / res, 1.0)) + 1
+    lo = np.maximum(np.floor(start - reach), 0)
+    hi = np.minimum(np.ceil(start + extent + reach), sizes)
+    return np.concatenate([lo, hi - lo], axis=1).astype(np.int32)

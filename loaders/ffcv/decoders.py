@@ -30,6 +30,11 @@ OBJECT_MODE_WARNING = "Code running in object mode won't allow parallel"
 
 FLIP_PROBABILITY = 0.5
 SEED, SIDE, BATCH = 0, 1, 2  # slots of PlannedCrop.cell
+# Per-image seed = (epoch seed + batch * BATCH_MIX + sample * SAMPLE_MIX + slot * SLOT_MIX) mod
+# SEED_RANGE: odd multipliers far apart (Knuth's multiplicative-hash constant 2^32/phi, a 16-bit
+# prime and xxHash's 32-bit prime) so that neighbouring batches, samples and slots land on
+# unrelated seeds; numpy's legacy seed takes 32 bits.
+SAMPLE_MIX, SLOT_MIX, BATCH_MIX, SEED_RANGE = 2654435761, 40503, 2246822519, 2**32
 
 
 def get_shifted_center_crop(height, width, _, ratio):
@@ -80,12 +85,12 @@ class PlannedCrop(ResizedCropRGBImageDecoder):
             destination, temp_storage = my_storage
             with objmode(epoch_seed="int64", side="int64", batch_number="int64"):
                 epoch_seed, side, batch_number = cell[SEED], cell[SIDE], cell[BATCH]
-            batch_seed = epoch_seed + batch_number * 2246822519
+            batch_seed = epoch_seed + batch_number * BATCH_MIX
             count = len(batch_indices)
             batch = destination.reshape(-1)[:count * side * side * 3].reshape(count, side, side, 3)
             for dst_ix in my_range(count):
                 source_ix = np.int64(batch_indices[dst_ix])
-                np.random.seed((batch_seed + source_ix * 2654435761 + dst_ix * 40503) % 4294967296)
+                np.random.seed((batch_seed + source_ix * SAMPLE_MIX + dst_ix * SLOT_MIX) % SEED_RANGE)
                 field = metadata[source_ix]
                 image_data = mem_read(field["data_ptr"], storage_state)
                 height, width = np.uint32(field["height"]), np.uint32(field["width"])
