@@ -10,10 +10,9 @@ The trainer never learns which backend produced a batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
-
-import math
 
 import numpy as np
 import torch

@@ -139,6 +139,20 @@ def test_repeated_augmentation_on_every_backend(tiny_data, backend):
         assert all(c % 3 == 0 for c in label_counts.values())
 
 
+@pytest.mark.parametrize("backend", ["dali", "nvjpeg", "ffcv"])
+def test_every_backend_jitters_like_the_pillow_one(tiny_data, backend):
+    """The factors are planned, not drawn by the decoder: on the same eval crops each backend's
+    jittered batch is close to Pillow's jittered one (decoders differ by a few grey levels)
+    and far from Pillow's plain one."""
+    def grey(b, jitter):
+        loader = make(tiny_data, b, split="val", res=40, batch_size=6, augment="center", shuffle=False,
+                      color_jitter=jitter)
+        return torch.cat([x for x, _ in loader]) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    ours = grey(backend, 0.5)
+    same, plain = (ours - grey("pil", 0.5)).abs().mean(), (ours - grey("pil", 0.0)).abs().mean()
+    assert same < 8 and plain > 2 * same
+
+
 def test_unknown_backend_and_bad_values(tiny_data):
     with pytest.raises(ValueError, match="'nope'"):
         make(tiny_data, "nope")

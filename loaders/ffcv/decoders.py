@@ -62,7 +62,7 @@ class PlannedCrop(ResizedCropRGBImageDecoder):
         self.cell = np.array([0, max_side, 0], dtype=np.int64)
 
     @classmethod
-    def for_config(cls, cfg, max_side: int) -> "PlannedCrop":
+    def for_config(cls, cfg, max_side: int) -> PlannedCrop:
         """The decoder of a LoaderConfig's augmentation."""
         if cfg.augment == "rrc":
             return cls("rrc", tuple(cfg.rrc.scale), tuple(cfg.rrc.ratio), max_side)
