@@ -1,13 +1,19 @@
-"""Size-resilience study: fixed-size training vs MixSize at the same cost per epoch.
+"""Size-resilience study: fixed-size training vs MixSize B+ and D+ at the same total cost.
 
     python -m bench.size_resilience --data data/demo --out runs/size-resilience
 
-Trains one model at a fixed side K and one with MixSize whose mean cost per epoch is that of
-K (K is the mix's nominal side: the fixed side of equal pixels per image), then sweeps both
-over the test sides, with and without re-estimating batch-norm statistics at each side.
-The paper's claim to check: MixSize gives a flatter accuracy-vs-test-size curve and better
-accuracy at small test sides. Prints and saves one table (markdown + JSON) and a plot.
-Finished stages are kept, so an interrupted study continues where it stopped.
+Trains one model at a fixed side K and one per MixSize mode (B+: batch size B0 (S0/S)^2;
+D+: B0 distinct images per step, each in (S0/S)^2 augmented copies). K is the nominal side of
+the B+ plan (the fixed side of equal pixels per image), and the fixed run takes the batch B+
+uses at K, so the two cost the same per epoch and step. Every MixSize run gets as many epochs
+as give it the fixed run's pixels in all: B+ the same epochs, D+ (whose copies make an epoch
+about (S0/K)^2 times dearer) fewer. With the study's defaults that also gives every run about
+the same number of optimiser steps; the table shows epochs, steps and images seen per run.
+Then every model is swept over the test sides, with and without re-estimating batch-norm
+statistics at each side. The paper's claim to check: MixSize gives a flatter
+accuracy-vs-test-size curve and better accuracy at small test sides. Prints and saves one
+table (markdown + JSON) and a plot, rewritten after each run. Finished stages are kept, so an
+interrupted study continues where it stopped.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from pipeline.console import run_command
 from pipeline.jobs import run_sweep, run_train
 from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
+from pipeline.sizes import MixSize
 from pipeline.stages import stage_result
 
 
@@ -31,11 +38,11 @@ class StudyConfig:
     out: str = opt("runs/size-resilience", "study folder")
     loader: str = opt("pil", "data backend")
     model: str = opt("resnet_tiny", "model name")
-    epochs: int = opt(16, "epochs of each training run")
+    epochs: int = opt(16, "epochs of the fixed-size run (MixSize runs: the same pixels in all)")
     batch_size: int = opt(32, "B0: batch size at the largest MixSize side")
     mix_sizes: str = opt("48,64,96", "MixSize sides")
     mix_weights: str = opt("", "MixSize weights (default: equal)")
-    mix_mode: str = opt("B+", "B+ or D+")
+    mix_modes: str = opt("B+,D+", "MixSize modes to train, comma-separated (B+, D+)")
     test_res: str = opt("32,48,64,80,96,128", "test sides to sweep")
     recalibrate_bn: int = opt(20, "batches for BN recalibration at each test side")
     workers: int = opt(2, "decoding workers")
@@ -43,19 +50,38 @@ class StudyConfig:
     progress: bool = opt(True, "progress bars")
 
 
-def train_config(cfg: StudyConfig, out: Path, **policy) -> TrainConfig:
-    return TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=cfg.epochs,
+    def __post_init__(self):
+        if not self.modes():
+            raise ValueError(f"--mix-modes names no mode: {self.mix_modes!r}")
+
+    def modes(self) -> list[str]:
+        return [m.strip() for m in self.mix_modes.split(",") if m.strip()]
+
+
+def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> TrainConfig:
+    return TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=epochs,
                        batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
                        progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
                        **policy)
 
 
+def equal_pixel_epochs(epochs: int, fixed_res: int, policy: MixSize) -> int:
+    """Epochs of `policy` that process the pixels of `epochs` epochs at `fixed_res` (at least one)."""
+    return max(1, round(epochs * fixed_res ** 2 / policy.pixels_per_image()))
+
+
+def mix_config(cfg: StudyConfig, out: Path, epochs: int, mode: str) -> TrainConfig:
+    return train_config(cfg, out, epochs, mix_sizes=cfg.mix_sizes, mix_weights=cfg.mix_weights, mix_mode=mode)
+
+
 def trained(tc: TrainConfig) -> dict:
-    """Train unless already done; returns the run's summary and mean epoch time."""
+    """Train unless already done; returns the run's summary, mean epoch time, optimiser steps
+    and images seen (augmented copies included)."""
     out = Path(tc.out)
     summary = stage_result(out / "summary.json", lambda: run_train(tc))
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"path": str(out), "train_res": summary["train_res"],
+    return {"path": str(out), "train_res": summary["train_res"], "epochs": len(epochs),
+            "steps": sum(m["train_steps"] for m in epochs), "images": sum(m["train_images"] for m in epochs),
             "seconds_per_epoch": sum(m["train_seconds"] for m in epochs) / len(epochs),
             "sizes": epochs[-1]["sizes"]}
 
@@ -73,35 +99,46 @@ def study(cfg: StudyConfig) -> dict:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "study_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    mix_tc = train_config(cfg, root / "mixsize", mix_sizes=cfg.mix_sizes, mix_weights=cfg.mix_weights,
-                          mix_mode=cfg.mix_mode)
-    policy = mix_tc.size_policy()
-    fixed_res = policy.nominal_res(0)
-    # the fixed run takes the batch that MixSize would use at its side: same cost per step too
-    fixed_tc = train_config(cfg, root / f"fixed-{fixed_res}", train_res=fixed_res)
-    fixed_tc.batch_size = policy.step_for(fixed_res).batch_size
-    runs = {f"fixed {fixed_res}": trained(fixed_tc),
-            f"MixSize {cfg.mix_mode} {cfg.mix_sizes}": trained(mix_tc)}
-    curves = {}
-    for name, run in runs.items():
-        curves[name] = swept(cfg, run, 0)
-        curves[f"{name} + BN recal."] = swept(cfg, run, cfg.recalibrate_bn)
-    result = {"config": asdict(cfg), "machine": describe_machine(), "fixed_res": fixed_res, "runs": runs,
-              "curves": curves, "table": table(cfg, runs, curves)}
-    (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
-    (root / "study.md").write_text(result["table"] + "\n")
-    save_figure(root / "study.png", lambda: curves_figure(curves, fixed_res))
+    reference = mix_config(cfg, root, cfg.epochs, "B+").size_policy()
+    fixed_res = reference.nominal_res(0)
+    # the fixed run takes the batch that B+ would use at its side: same cost per step too
+    fixed_tc = train_config(cfg, root / f"fixed-{fixed_res}", cfg.epochs, train_res=fixed_res)
+    fixed_tc.batch_size = reference.step_for(fixed_res).batch_size
+    plans = {f"fixed {fixed_res}": fixed_tc}
+    for mode in cfg.modes():
+        folder = root / ("mixsize" if mode == "B+" else f"mixsize-{mode}")
+        epochs = equal_pixel_epochs(cfg.epochs, fixed_res, mix_config(cfg, folder, cfg.epochs, mode).size_policy())
+        plans[f"MixSize {mode} {cfg.mix_sizes}"] = mix_config(cfg, folder, epochs, mode)
+    result = {"config": asdict(cfg), "machine": describe_machine(), "fixed_res": fixed_res, "runs": {}, "curves": {}}
+    done = {}
+    for name in [*list(plans)[1:], list(plans)[0]]:  # MixSize runs first, the fixed reference last
+        done[name] = trained(plans[name])
+        result["runs"] = {n: done[n] for n in plans if n in done}  # table order: fixed first
+        result["curves"] = {f"{n}{suffix}": swept(cfg, done[n], bn)
+                            for n in result["runs"] for suffix, bn in (("", 0), (" + BN recal.", cfg.recalibrate_bn))}
+        result["table"] = table(cfg, result["runs"], result["curves"])
+        write_results(root, result)
     print(result["table"])
     return result
+
+
+def write_results(root: Path, result: dict) -> None:
+    """The study so far: after every run, so that a stopped study still leaves its table."""
+    (root / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    (root / "study.md").write_text(result["table"] + "\n")
+    save_figure(root / "study.png", lambda: curves_figure(result["curves"], result["fixed_res"]))
 
 
 def table(cfg: StudyConfig, runs: dict, curves: dict) -> str:
     sides = positive_ints(cfg.test_res, "--test-res")
     rows = [[name, *(f"{curve[s]:.2f}" for s in sides)] for name, curve in curves.items()]
-    times = [f"- {name}: {run['seconds_per_epoch']:.1f} s per epoch, sizes used (images) {run['sizes']}"
-             for name, run in runs.items()]
-    return "\n".join([f"## Size resilience: top-1 % by test side ({cfg.epochs} epochs each, same cost per epoch)",
-                      "", markdown_table(["model", *map(str, sides)], rows), "", *times])
+    cost = [[name, run["epochs"], run["steps"], run["images"], f"{run['seconds_per_epoch']:.1f}", run["sizes"]]
+            for name, run in runs.items()]
+    return "\n".join([
+        "## Size resilience: top-1 % by test side (every run: the same pixels in all)", "",
+        markdown_table(["model", *map(str, sides)], rows), "",
+        markdown_table(["run", "epochs", "optimiser steps", "images seen", "s per epoch",
+                        "images per side, last epoch"], cost)])
 
 
 def curves_figure(curves: dict, fixed_res: int):

@@ -10,18 +10,22 @@ The trainer never learns which backend produced a batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 import numpy as np
 import torch
 
+from pipeline.jitter import color_jittered, jitter_factors
 from pipeline.sizes import SizePolicy, Step
 from pipeline.transforms import CenterCropSpec, RandomResizedCropSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("rrc", "center")
+# rrc: RandomResizedCrop + flip (train DA); center: resize + centre crop (test DA);
+# center_shift: resize + the centre crop shifted horizontally at random + flip (test DA2's geometry)
+AUGMENTATIONS = ("rrc", "center", "center_shift")
 
 
 class Loader(Protocol):
@@ -43,7 +47,7 @@ class LoaderConfig:
     backend: str
     root: str | None
     policy: SizePolicy
-    augment: str  # "rrc": RandomResizedCrop + flip; "center": resize + centre crop (test DA)
+    augment: str  # one of AUGMENTATIONS
     shuffle: bool  # shuffle from (seed, epoch), drop the last partial batch, equal shards
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
@@ -59,25 +63,38 @@ class LoaderConfig:
     center: CenterCropSpec = CenterCropSpec()
     synthetic_samples: int = 1024  # synthetic backend without a data folder
     reduced_decode: bool = True  # pil: decode JPEGs at the smallest DCT scale covering the crop
+    repeats: int = 1  # repeated augmentation (shuffled epochs): each image this many times, in other crops
+    color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - x, 1 + x]
 
     def __post_init__(self):
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeated augmentation count must be an integer >= 1, got {self.repeats!r}")
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(f"colour jitter strength must be in [0, 1), got {self.color_jitter}")
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: int,
-                shuffle: bool) -> np.ndarray:
+                shuffle: bool, repeats: int = 1) -> np.ndarray:
     """This rank's sample indices for the epoch.
 
-    Training shuffles from (seed, epoch) and trims the order to a multiple of the world size
-    so that every rank gets the same count, hence the same size plan. Evaluation keeps every
-    sample exactly once: rank r takes r, r + world, ... (shards differ by at most one).
+    Training shuffles from (seed, epoch). With repeated augmentation (`repeats` = k > 1, the
+    sampler of FixRes and DeiT) the epoch takes the first m ~ N/k images of the permutation,
+    each k times in a row, so that an epoch costs what a plain one does; taking the ranks'
+    shards as every world_size-th entry spreads the copies of an image over ranks (where
+    world_size >= k). m is rounded down so that the m k entries split evenly: every rank gets
+    the same count, hence the same size plan, and every image of the epoch exactly k copies.
+    Evaluation keeps every sample exactly once: rank r takes r, r + world, ... (shards differ
+    by at most one).
     """
     if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(num_samples)
-        order = order[: num_samples - num_samples % world_size]
+        chosen = np.random.default_rng([seed, epoch]).permutation(num_samples)
+        step = world_size // math.gcd(repeats, world_size)  # m k is a multiple of world_size
+        distinct = num_samples // repeats // step * step
+        order = np.repeat(chosen[:distinct], repeats)
     else:
         order = np.arange(num_samples)
     return order[rank::world_size]
@@ -85,7 +102,7 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: 
 
 def epoch_plan(cfg: LoaderConfig, num_samples: int, epoch: int) -> tuple[list[Step], list[np.ndarray]]:
     """This rank's steps of `epoch` (from the size policy) and the sample ids of each."""
-    order = epoch_order(num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
+    order = epoch_order(num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle, cfg.repeats)
     steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
     return steps, split_by_plan(order, steps)
 
@@ -98,6 +115,16 @@ def split_by_plan(order: np.ndarray, steps: list[Step]) -> list[np.ndarray]:
         raise ValueError(f"size plan asks for {ends[-1]} images but the epoch has {len(order)}")
     chunks = np.split(order[: ends[-1] if len(ends) else 0], ends[:-1])
     return [np.repeat(chunk, step.copies) for chunk, step in zip(chunks, steps)]
+
+
+def jitter_plan(cfg: LoaderConfig, epoch: int, batch_sizes: list[int]) -> list[np.ndarray | None]:
+    """Colour-jitter factors (B, 3) of each batch of the epoch, or None each without jitter.
+    Drawn from (seed, epoch, rank) and the batch sizes alone, apart from crops and flips, so
+    that every backend jitters the same image of the same plan the same way."""
+    if not cfg.color_jitter:
+        return [None] * len(batch_sizes)
+    factors = jitter_factors(np.random.default_rng([cfg.seed, epoch, cfg.rank, 2]), sum(batch_sizes), cfg.color_jitter)
+    return np.split(factors, np.cumsum(batch_sizes)[:-1])
 
 
 _stats_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -113,16 +140,21 @@ def normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tenso
     return _stats_cache[key]
 
 
-def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtype,
+                   jitter: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
     """uint8 NHWC batch -> normalised float NCHW in channels-last memory format on `device`.
 
     NHWC storage viewed as NCHW *is* channels-last, so no copy is needed for the layout;
     the uint8 transfer moves a quarter of the bytes of a float one.
     """
-    return normalised(images.to(device, non_blocking=True).permute(0, 3, 1, 2), dtype)
+    return normalised(images.to(device, non_blocking=True).permute(0, 3, 1, 2), dtype, jitter)
 
 
-def normalised(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 NCHW batch -> normalised `dtype` on the same device, in the same memory format."""
+def normalised(images: torch.Tensor, dtype: torch.dtype,
+               jitter: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    """uint8 NCHW batch -> normalised `dtype` on the same device, in the same memory format;
+    colour-jittered first (in fp32) by the (N, 3) factors `jitter` when given."""
     mean, inv_std = normalisation(images.device, dtype)
+    if jitter is not None:
+        images = color_jittered(images.float(), torch.as_tensor(jitter))
     return images.to(dtype).sub_(mean).mul_(inv_std)

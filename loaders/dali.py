@@ -10,7 +10,8 @@ resolution or a new batch size (MixSize) rebuilds nothing. Inside DALI:
   read the file -> decode only the region the crop needs (decoders.image_slice: ROI decoding,
   fused with the crop) -> resample the crop box to K x K (fn.resize with a fractional ROI, linear
   + antialiased like Pillow's bilinear) -> flip + normalise (crop_mirror_normalize) to fp16 on a
-  GPU or fp32 on the CPU, layout HWC.
+  GPU or fp32 on the CPU, layout HWC. With colour jitter, DALI flips only and returns uint8:
+  the planned factors are applied by the shared normalisation on the device (pipeline/jitter.py).
 
 The crop box is the train RandomResizedCrop box or the eval box of Resize(K/0.875) +
 CenterCrop(K) mapped back to the source (pipeline/transforms.py), so eval resamples once. The
@@ -42,7 +43,7 @@ except ImportError as e:  # never fall back to another backend silently
         "`pip install -c constraints.txt -e '.[dali]'` (package nvidia-dali-cuda130; `make test` "
         "installs it), or pick another --loader.") from e
 
-from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, normalised
 from loaders.imagefile import too_large
 from loaders.imagefolder import BadDataError, ImageIndex, check_image
 from loaders.indexcache import RESCAN_ENV
@@ -62,9 +63,12 @@ def dali_device_id(device: torch.device) -> int | None:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def dali_dtype(device: torch.device, dtype: torch.dtype):
-    """fp16 on a GPU under AMP (DALI has no bf16: a bf16 run casts on the device), else fp32."""
-    half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+def dali_dtype(cfg: LoaderConfig):
+    """uint8 when the batch is jittered and normalised after DALI; else fp16 on a GPU under AMP
+    (DALI has no bf16: a bf16 run casts on the device), else fp32."""
+    if cfg.color_jitter:
+        return types.UINT8
+    half = cfg.device.type == "cuda" and cfg.dtype in (torch.float16, torch.bfloat16)
     return types.FLOAT16 if half else types.FLOAT
 
 
@@ -115,9 +119,10 @@ def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_bat
         # Linear + antialias is Pillow's BILINEAR: a triangle filter widened when shrinking.
         images = fn.resize(images, size=size, roi_start=roi_start, roi_end=roi_end,
                            interp_type=types.INTERP_LINEAR, antialias=True)
-        pipe.set_outputs(fn.crop_mirror_normalize(
-            images, mirror=mirror, dtype=out_dtype, output_layout="HWC",
-            mean=[255 * m for m in IMAGENET_MEAN], std=[255 * s for s in IMAGENET_STD]), shapes)
+        mean, std = (0.0, 1.0) if out_dtype == types.UINT8 else (  # uint8: values kept for the jitter
+            [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD])
+        pipe.set_outputs(fn.crop_mirror_normalize(images, mirror=mirror, dtype=out_dtype, output_layout="HWC",
+                                                  mean=mean, std=std), shapes)
     pipe.build()
     return pipe
 
@@ -181,7 +186,7 @@ class DaliLoader:
     def __iter__(self):
         if self.pipe is None:
             self.pipe = build_pipeline(self.feed, self.device_id, self.threads, self.max_batch,
-                                       dali_dtype(self.cfg.device, self.cfg.dtype))
+                                       dali_dtype(self.cfg))
         pipe, self.pipe = self.pipe, None  # an epoch left unfinished leaves batches queued in DALI
         tasks = self.feed.tasks
         stream = torch.cuda.current_stream(self.cfg.device) if self.device_id is not None else None
@@ -193,6 +198,8 @@ class DaliLoader:
             if changed := changed_since_scan(np.asarray(shapes.as_tensor()), tasks[k].indices, self.index):
                 raise changed
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
+            if self.cfg.color_jitter:
+                images = normalised(images, self.cfg.dtype, tasks[k].jitter)
             yield images.to(self.cfg.dtype), labels
         pipe.reset()
         self.pipe = pipe

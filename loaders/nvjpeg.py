@@ -155,8 +155,8 @@ def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> 
 
 
 class EncodedBatches(Dataset):
-    """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels): the workers' share
-    on CUDA, where decoding happens on the GPU in the main process."""
+    """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels, jitter factors): the
+    workers' share on CUDA, where decoding happens on the GPU in the main process."""
 
     def __init__(self, index: ImageIndex, codec: str):
         self.paths = index.paths
@@ -169,17 +169,17 @@ class EncodedBatches(Dataset):
         for d, i in zip(data, task.indices):  # a file may have changed since the scan; decode_jpeg has no limit
             encoded_header(memoryview(d.numpy()), self.paths[i])
         return (data, torch.from_numpy(task.boxes),
-                torch.from_numpy(task.flips), task.res, ids, self.labels[ids])
+                torch.from_numpy(task.flips), task.res, ids, self.labels[ids], task.jitter)
 
 
 class CroppedBatches(EncodedBatches):
-    """BatchTask -> (uint8 images (B, K, K, 3), labels): the same decode and crop, on the CPU
-    in the workers."""
+    """BatchTask -> (uint8 images (B, K, K, 3), labels, jitter factors): the same decode and
+    crop, on the CPU in the workers."""
 
     def __getitem__(self, task: BatchTask):
-        data, boxes, flips, res, ids, labels = super().__getitem__(task)
+        data, boxes, flips, res, ids, labels, jitter = super().__getitem__(task)
         images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"), self.codec)
-        return crop_batch(images, boxes, flips, res), labels
+        return crop_batch(images, boxes, flips, res), labels, jitter
 
 
 class NvjpegLoader(PilLoader):
@@ -206,7 +206,7 @@ class NvjpegLoader(PilLoader):
             yield from super().__iter__()
             return
         device = self.cfg.device
-        for data, boxes, flips, res, ids, labels in self.loader:
+        for data, boxes, flips, res, ids, labels, jitter in self.loader:
             images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
-            yield (to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype),
+            yield (to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype, jitter),
                    labels.to(device, non_blocking=True))

@@ -1,6 +1,6 @@
 """Pillow backend: ImageFolder JPEGs decoded by Pillow in worker processes.
 
-The main process plans the epoch (order, sizes, crop boxes, flips); each worker turns one
+The main process plans the epoch (order, sizes, crop boxes, flips, colour jitter); each worker turns one
 planned batch into a uint8 NHWC array. Workers are pure functions of their task, so they
 persist across epochs and the result does not depend on how many there are. Normalisation
 and the channels-last layout happen on the device, on a quarter of the bytes.
@@ -56,7 +56,8 @@ def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
 
 
 class PlannedBatches(Dataset):
-    """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,))."""
+    """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,), colour-jitter factors
+    (B, 3) or None)."""
 
     def __init__(self, index: ImageIndex, reduce: bool = True):
         self.paths = index.paths
@@ -68,7 +69,7 @@ class PlannedBatches(Dataset):
         for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.flips)):
             img = decode_crop(self.paths[i], box, task.res, self.reduce)
             out[slot] = img[:, ::-1] if flip else img
-        return torch.from_numpy(out), self.labels[torch.from_numpy(task.indices)]
+        return torch.from_numpy(out), self.labels[torch.from_numpy(task.indices)], task.jitter
 
 
 class EpochTasks(Sampler):
@@ -110,6 +111,6 @@ class PilLoader:
         return len(self.sampler)
 
     def __iter__(self):
-        for images, labels in self.loader:
-            yield (to_model_input(images, self.cfg.device, self.cfg.dtype),
+        for images, labels, jitter in self.loader:
+            yield (to_model_input(images, self.cfg.device, self.cfg.dtype, jitter),
                    labels.to(self.cfg.device, non_blocking=True))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loaders.base import LoaderConfig, epoch_plan
+from loaders.base import LoaderConfig, epoch_plan, jitter_plan
 from loaders.imagefolder import ImageIndex
-from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes
+from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes, shifted_center_crop_boxes
 
 
 @dataclass(frozen=True)
@@ -24,21 +24,24 @@ class BatchTask:
     indices: np.ndarray  # (B,) sample ids into the index
     boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
     flips: np.ndarray  # (B,) bool
+    jitter: np.ndarray | None = None  # (B, 3) colour-jitter factors (pipeline/jitter.py), or None
 
 
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
-    """This rank's batches of `epoch`: order and sizes from the policy, crop boxes with
-    torchvision's RandomResizedCrop semantics (train) or the test-time centre crop (eval)."""
+    """This rank's batches of `epoch`: order and sizes from the policy, crop boxes of the
+    augmentation (pipeline/transforms.py), flips and colour-jitter factors."""
     steps, ids = epoch_plan(cfg, len(index), epoch)
     rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
     tasks = []
-    for step, idx in zip(steps, ids):
+    for step, idx, jitter in zip(steps, ids, jitter_plan(cfg, epoch, [len(b) for b in ids])):
         w, h = index.sizes[idx].T
         if cfg.augment == "rrc":
             boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
+        elif cfg.augment == "center_shift":
+            boxes, flipped = shifted_center_crop_boxes(rng, w, h, step.res, cfg.center), flips(rng, len(idx))
         else:
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
-        tasks.append(BatchTask(step.res, idx, boxes, flipped))
+        tasks.append(BatchTask(step.res, idx, boxes, flipped, jitter))
     return tasks
 
 

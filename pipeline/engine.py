@@ -56,7 +56,7 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
 
 def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule: LrSchedule,
                 epoch: int, precision: Precision, dist: DistContext, progress: bool = True) -> dict:
-    """One pass over `loader`; returns loss, accuracy, throughput and the sizes used."""
+    """One pass over `loader`; returns loss, accuracy, optimiser steps, throughput and the sizes used."""
     model.train()
     steps = len(loader)
     device = precision.device
@@ -81,7 +81,7 @@ def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule
     count = torch.tensor([float(sum(sizes.values()))], device=device, dtype=torch.float64)
     loss_sum, correct, count = all_sum(torch.cat([sums, count]), dist).tolist()
     return {"train_loss": loss_sum / max(count, 1), "train_acc": 100 * correct / max(count, 1),
-            "train_images": int(count), "train_seconds": seconds,
+            "train_images": int(count), "train_steps": steps, "train_seconds": seconds,
             "train_img_per_s": count / seconds if seconds else 0.0,
             "sizes": {str(k): v for k, v in sorted(sizes.items())}}
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
+# The fine-tuning augmentations of the paper's section 5, as (loader augmentation, colour-jitter
+# strength): "test DA" (the default: the head learns the statistics it will see), "test DA2" and
+# "train DA". The paper gives no jitter strength for test DA2; 0.05 is the ColorJitter of its
+# released fine-tuning code. train DA is this project's training augmentation (no jitter).
+FINETUNE_AUGMENTATIONS = {"test": ("center", 0.0), "test2": ("center_shift", 0.05), "train": ("rrc", 0.0)}
+
 
 def last_module(model: nn.Module, kind: type) -> nn.Module:
     found = [m for m in model.modules() if isinstance(m, kind)]

@@ -18,17 +18,17 @@ from pipeline.activations import activation_stats, pooled_features
 from pipeline.bn import recalibrate_bn
 from pipeline.console import say
 from pipeline.engine import evaluate, fit
-from pipeline.finetune import finetune_parameters
+from pipeline.finetune import FINETUNE_AUGMENTATIONS, finetune_parameters
 from pipeline.fixres import apparent_size_ratio, recommended_test_res
 from pipeline.models import create_model, load_weights
 from pipeline.optim import make_sgd
-from pipeline.options import (ActivationsConfig, CommonConfig, FinetuneConfig, FixResConfig, RecalibrateConfig,
-                              SweepConfig, TrainConfig, parse_resolutions)
+from pipeline.options import (ActivationsConfig, CommonConfig, FinetuneConfig, FixResConfig, FromCheckpoint,
+                              RecalibrateConfig, SweepConfig, TrainConfig, parse_resolutions)
 from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
 from pipeline.report import activations_table, fixres_report, plot_activation_cdfs, sweep_table
 from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
-from pipeline.session import (Session, announce, checkpoint_folder, make_loader, model_from_checkpoint,
-                              prepare_model, resume_or_start, run_folder, start_session)
+from pipeline.session import (Session, announce, make_loader, model_from_checkpoint, prepare_model,
+                              resume_or_start, run_folder, source_checkpoint, source_folder, start_session)
 from pipeline.sizes import ConstantSize
 from pipeline.stages import stage_result
 
@@ -39,7 +39,7 @@ def run_train(cfg: TrainConfig) -> Path:
     run = RunDir(path, s.dist.is_main)
     announce("train", cfg, run, s)
     policy = cfg.size_policy()
-    train_loader = make_loader(cfg, s, "train", policy, "rrc", shuffle=True)
+    train_loader = make_loader(cfg, s, "train", policy, "rrc", shuffle=True, repeats=cfg.repeated_aug)
     classes = train_loader.classes
     last_res = policy.nominal_res(cfg.epochs - 1)
     eval_res = cfg.eval_res or last_res
@@ -63,41 +63,49 @@ def run_train(cfg: TrainConfig) -> Path:
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:
-    source = load_checkpoint(cfg.checkpoint)
-    test_res = (recommended_test_res(source["train_res"]) if cfg.test_res == "auto"
-                else parse_resolutions(cfg.test_res, source["train_res"])[0])
+    train_res, test_res = one_test_res(cfg)
     if not cfg.out:
-        cfg = dataclasses.replace(cfg, out=f"{checkpoint_folder(cfg.checkpoint)}-ft{test_res}")
+        cfg = dataclasses.replace(cfg, out=f"{source_folder(cfg)}-ft{test_res}")
     cfg, path, state = resume_or_start(cfg, "finetune")
     s = start_session(cfg)
     run = RunDir(path, s.dist.is_main)
     announce("finetune", cfg, run, s)
+    source = source_checkpoint(cfg, s)
     classes = source["classes"]
     if s.dist.is_main:
-        say(f"FixRes fine-tuning at K_test={test_res} (trained at {source['train_res']}; apparent object "
-            f"size ratio {apparent_size_ratio(source['train_res'], test_res):.2f})")
+        say(f"FixRes fine-tuning at K_test={test_res} with {cfg.augment} augmentation (trained at {train_res}; "
+            f"apparent object size ratio {apparent_size_ratio(train_res, test_res):.2f})")
     policy = ConstantSize(test_res, cfg.batch_size)
-    # Test DA as the fine-tuning augmentation: the head learns the statistics it will see.
-    train_loader = make_loader(cfg, s, "train", policy, "center", shuffle=True, classes=classes)
+    augment, jitter = FINETUNE_AUGMENTATIONS[cfg.augment]
+    train_loader = make_loader(cfg, s, "train", policy, augment, shuffle=True, classes=classes, color_jitter=jitter)
     val_loader = make_loader(cfg, s, "val", policy, "center", shuffle=False, classes=classes)
 
     model = model_from_checkpoint(state or source, s)
     finetune_parameters(model)
     optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
     meta = {"classes": classes, "model_name": source["model_name"], "train_res": source["train_res"],
-            "test_res": test_res, "job": "finetune", "source": str(cfg.checkpoint)}
+            "test_res": test_res, "job": "finetune", "source": str(cfg.source)}
     last = fit(model, train_loader, val_loader, optimizer, cfg, run, s, state, meta)
     run.write_json("summary.json", {"job": "finetune", "train_res": source["train_res"], "test_res": test_res,
                                     "final": last, "train_seconds": sum(m["train_seconds"] for m in run.metrics())})
     return path
 
 
+def one_test_res(cfg: FromCheckpoint) -> tuple[int, int]:
+    """(K_train of the model, the test side of a one-side job: --test-res, auto being the
+    apparent-size rule's K_test)."""
+    train_res = load_checkpoint(cfg.checkpoint)["train_res"] if cfg.checkpoint else cfg.train_res
+    if cfg.test_res == "auto":
+        return train_res, recommended_test_res(train_res)
+    return train_res, parse_resolutions(cfg.test_res, train_res)[0]
+
+
 def run_sweep(cfg: SweepConfig) -> list[dict]:
-    state = load_checkpoint(cfg.checkpoint)
     s = start_session(cfg)
-    run = RunDir(cfg.out or checkpoint_folder(cfg.checkpoint), s.dist.is_main)  # beside the checkpoint
+    run = RunDir(cfg.out or source_folder(cfg), s.dist.is_main)  # beside the checkpoint
     if s.dist.is_main:
-        say(f"== sweep {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
+        say(f"== sweep {cfg.source}\n{json.dumps(asdict(cfg), indent=2)}")
+    state = source_checkpoint(cfg, s)
     classes, train_res = state["classes"], state["train_res"]
     trained = model_from_checkpoint(state, s)
     train_law = fitted_law(trained, cfg, s, train_res, classes) if cfg.parametric else None
@@ -121,11 +129,11 @@ def run_sweep(cfg: SweepConfig) -> list[dict]:
             say(f"K_test {res:4d}  top1 {m['top1']:6.2f}  top5 {m['top5']:6.2f}")
     bn = f", BN recalibrated on {cfg.recalibrate_bn} batches" if cfg.recalibrate_bn else ""
     parametric = f", parametric adaptation fitted on {cfg.parametric} batches" if cfg.parametric else ""
-    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res}{bn}{parametric})")
+    table = sweep_table(rows, title=f"{Path(cfg.source)} (train {train_res}{bn}{parametric})")
     if s.dist.is_main:
         say(table)
     name = sweep_name(cfg)
-    run.write_json(f"{name}.json", {"checkpoint": str(cfg.checkpoint), "train_res": train_res,
+    run.write_json(f"{name}.json", {"checkpoint": str(cfg.source), "train_res": train_res,
                                     "config": asdict(cfg), "rows": rows})
     run.write_text(f"{name}.md", table + "\n")
     return rows
@@ -167,15 +175,15 @@ def fitted_law(model: nn.Module, cfg: SweepConfig, s: Session, res: int, classes
 def run_activations(cfg: ActivationsConfig) -> list[dict]:
     """Statistics of the pooled activations on the validation set at each test side, for the
     checkpoint and, with --compare, a second one: table, JSON and CDF plot beside the first."""
-    state = load_checkpoint(cfg.checkpoint)
     s = start_session(cfg)
-    run = RunDir(cfg.out or checkpoint_folder(cfg.checkpoint), s.dist.is_main)
+    state = source_checkpoint(cfg, s)
+    run = RunDir(cfg.out or source_folder(cfg), s.dist.is_main)
     if s.dist.is_main:
-        say(f"== activations {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
+        say(f"== activations {cfg.source}\n{json.dumps(asdict(cfg), indent=2)}")
     sides = parse_resolutions(cfg.test_res, state["train_res"])
     rows = []
-    for path in filter(None, (cfg.checkpoint, cfg.compare)):
-        checkpoint = state if path == cfg.checkpoint else load_checkpoint(path)
+    models = [(cfg.source, state)] + ([(cfg.compare, load_checkpoint(cfg.compare))] if cfg.compare else [])
+    for path, checkpoint in models:
         model = model_from_checkpoint(checkpoint, s)
         for res in sides:
             loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False,
@@ -193,21 +201,20 @@ def run_activations(cfg: ActivationsConfig) -> list[dict]:
 
 def run_recalibrate(cfg: RecalibrateConfig) -> Path:
     """Re-estimate BN statistics at one test side and save the result as a new checkpoint."""
-    state = load_checkpoint(cfg.checkpoint)
-    res = (recommended_test_res(state["train_res"]) if cfg.test_res == "auto"
-           else parse_resolutions(cfg.test_res, state["train_res"])[0])
-    path = Path(cfg.out or f"{checkpoint_folder(cfg.checkpoint)}-bn{res}")
+    _, res = one_test_res(cfg)
+    path = Path(cfg.out or f"{source_folder(cfg)}-bn{res}")
     claim_run_folder(path, resume=False)
     s = start_session(cfg)
     run = RunDir(path, s.dist.is_main)
     announce("recalibrate", cfg, run, s)
+    state = source_checkpoint(cfg, s)
     model = model_from_checkpoint(state, s)
     seen = recalibrate_at(model, cfg, s, res, cfg.batches, state["classes"])
     run.save_checkpoint({**{k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
                          "model": model.state_dict(), "test_res": res, "recalibrated_images": seen,
-                         "source": str(cfg.checkpoint)})
+                         "source": str(cfg.source)})
     run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen,
-                                    "source": str(cfg.checkpoint)})
+                                    "source": str(cfg.source)})
     return path
 
 
@@ -227,7 +234,7 @@ def run_fixres(cfg: FixResConfig) -> dict:
     ft_dir = root / f"finetune-{ft_res}"
     t_ft = stage_result(ft_dir / "summary.json", lambda: run_finetune(FinetuneConfig(**{
         **common, "out": str(ft_dir), "checkpoint": str(root / "train"), "test_res": str(ft_res),
-        "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
+        "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr, "augment": cfg.finetune_augment,
         "resume": (ft_dir / "config.json").exists()})))["train_seconds"]
     after = sweep_once(ft_dir, sweep_res, common)
     report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft, parametric)

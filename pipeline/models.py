@@ -83,12 +83,20 @@ def load_weights(model: nn.Module, path: str) -> None:
     state = state.get("model", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
+    head = classifier_weight(model)
+    if head in state and head in own and state[head].shape[0] != own[head].shape[0]:
+        raise ValueError(f"weights {path}: the classifier {head} has {state[head].shape[0]} outputs but the model "
+                         f"wants {own[head].shape[0]} (the class count of the data): bring weights for these classes")
     mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched:
-        raise ValueError(f"weights {path} do not fit the model (a different class count?): "
-                         + "; ".join(mismatched[:5]))
+        raise ValueError(f"weights {path} do not fit the model: " + "; ".join(mismatched[:5]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"weights {path} do not match the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+
+
+def classifier_weight(model: nn.Module) -> str:
+    """The state-dict key of the last linear layer's weight (fc.weight in a torchvision ResNet)."""
+    return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from loaders import BACKENDS
 from pipeline.config import check_count, check_positive_int, opt, parse_floats, positive_ints
+from pipeline.finetune import FINETUNE_AUGMENTATIONS
 from pipeline.fixres import sweep_resolutions
 from pipeline.optim import LrSchedule
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
@@ -78,10 +79,14 @@ class TrainConfig(OptimConfig):
     mix_mode: str = opt("B+", "MixSize: B+ (batch size B0 (S0/S)^2) or D+ (B0 images, (S0/S)^2 copies)")
     mix_ref: int = opt(0, "MixSize: reference side S0 at which --batch-size is B0 (0: the largest size)")
     eval_res: int = opt(0, "validation side after each epoch (0: the last epoch's nominal train side)")
+    repeated_aug: int = opt(1, "repeated augmentation: each image of an epoch this many times, in other crops "
+                               "and spread over ranks, on 1/k of the images so that an epoch costs the same "
+                               "(FixRes trains with 3)")
 
     def __post_init__(self):
         super().__post_init__()
         check_positive_int("--train-res", self.train_res)
+        check_positive_int("--repeated-aug", self.repeated_aug)
         self.size_policy()  # validates ramp and MixSize values
 
     def size_policy(self) -> SizePolicy:
@@ -100,17 +105,29 @@ class TrainConfig(OptimConfig):
 
 @dataclass
 class FromCheckpoint(CommonConfig):
-    """Jobs that start from a trained checkpoint, at one or more test sides."""
+    """Jobs that start from a trained model at one or more test sides: a checkpoint of ours, or
+    a state dict the user brings (a torchvision or timm model's) whose classes are the data's."""
 
-    checkpoint: str = opt("", "checkpoint file or run folder to start from (required)")
+    checkpoint: str = opt("", "checkpoint file or run folder to start from (or --model with --weights)")
+    model: str = opt("", "without --checkpoint: the model of --weights (e.g. resnet50, timm/<name>)")
+    weights: str = opt("", "without --checkpoint: a local state dict of --model whose classifier has one "
+                           "output per class folder of the data (e.g. torchvision's ResNet-50 file on ImageNet)")
+    train_res: int = opt(224, "with --weights: the side K_train the weights were trained at")
     test_res: str = opt("auto", "test side(s): comma-separated, or auto (the FixRes apparent-size rule "
                                 "for one side; 0.75x-2x K_train for a sweep)")
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.checkpoint:
-            raise ValueError("--checkpoint is required")
+        if bool(self.checkpoint) == bool(self.weights):
+            raise ValueError("give either --checkpoint, or --model with --weights")
+        if self.weights and not self.model:
+            raise ValueError("--weights needs --model (the architecture the state dict belongs to)")
+        check_positive_int("--train-res", self.train_res)
         parse_resolutions(self.test_res, 64)
+
+    @property
+    def source(self) -> str:
+        return self.checkpoint or self.weights
 
 
 @dataclass
@@ -119,6 +136,13 @@ class FinetuneConfig(OptimConfig, FromCheckpoint):
     lr: float = opt(0.05, "learning rate for a batch of 256 (head only)")
     warmup_epochs: float = opt(0.0, "linear warm-up epochs")
     label_smoothing: float = opt(0.0, "label smoothing (FixEfficientNet uses 0.1)")
+    augment: str = opt("test", "fine-tuning augmentation (FixRes section 5): test (resize + centre crop), "
+                               "test2 (centre crop shifted horizontally, flip, colour jitter), train "
+                               "(RandomResizedCrop + flip)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_augment("--augment", self.augment)
 
 
 @dataclass
@@ -163,13 +187,20 @@ class FixResConfig(TrainConfig):
     finetune_lr: float = opt(0.05, "fine-tuning learning rate for a batch of 256")
     parametric: int = opt(8, "training batches per side to fit the parametric adaptation of the trained "
                              "model, swept beside plain testing (0: no parametric column)")
+    finetune_augment: str = opt("test", "fine-tuning augmentation: test, test2 or train (see finetune --help)")
 
     def __post_init__(self):
         super().__post_init__()
         check_count("--parametric", self.parametric)
+        check_augment("--finetune-augment", self.finetune_augment)
         parse_resolutions(self.sweep_res, self.train_res)
         if self.finetune_res not in ("auto", "best"):
             parse_resolutions(self.finetune_res, self.train_res)
+
+
+def check_augment(option: str, name: str) -> None:
+    if name not in FINETUNE_AUGMENTATIONS:
+        raise ValueError(f"{option} must be one of {', '.join(FINETUNE_AUGMENTATIONS)}, got {name!r}")
 
 
 def parse_resolutions(text: str, train_res: int) -> list[int]:

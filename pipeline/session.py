@@ -16,10 +16,11 @@ from loaders.base import LoaderConfig
 from loaders.sources import class_names, split_root
 from pipeline.console import progress_enabled, say
 from pipeline.distributed import DistContext, init_from_env
-from pipeline.models import compile_model, create_model
-from pipeline.options import CommonConfig
+from pipeline.models import compile_model, create_model, load_weights
+from pipeline.options import CommonConfig, FromCheckpoint
 from pipeline.precision import Precision, resolve_device, resolve_precision
 from pipeline.runs import CHECKPOINT, RunDir, claim_run_folder, load_checkpoint
+from pipeline.sizes import ConstantSize
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,15 @@ def start_session(cfg: CommonConfig) -> Session:
 
 
 def make_loader(cfg: CommonConfig, s: Session, split: str, policy, augment: str, shuffle: bool,
-                classes: list[str] | None = None):
+                classes: list[str] | None = None, repeats: int = 1, color_jitter: float = 0.0):
     """The loader of `split` (--train-data / --val-data, or <data>/<split>); labels index
     `classes` (the training classes or a checkpoint's), else --classes, else the data's own."""
     lc = LoaderConfig(
         backend=cfg.loader, root=split_root(cfg.data, split, cfg.train_data if split == "train" else cfg.val_data),
         policy=policy, augment=augment, shuffle=shuffle, device=s.device, dtype=s.precision.input_dtype,
         seed=cfg.seed, workers=cfg.workers, rank=s.dist.rank, world_size=s.dist.world_size,
-        classes=data_classes(cfg, classes), skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan)
+        classes=data_classes(cfg, classes), skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan,
+        repeats=repeats, color_jitter=color_jitter)
     loader = create_loader(lc, progress=s.progress)
     if s.dist.is_main:
         say(f"{split}: {loader.summary}")
@@ -74,6 +76,25 @@ def data_classes(cfg: CommonConfig, known: list[str] | None) -> list[str] | None
 def prepare_model(model: nn.Module, s: Session) -> nn.Module:
     model = model.to(s.device, memory_format=torch.channels_last)
     return compile_model(model) if s.compile else model
+
+
+def source_checkpoint(cfg: FromCheckpoint, s: Session) -> dict:
+    """The checkpoint a job starts from: ours (--checkpoint), or one made of a state dict the
+    user brings (--model, --weights, --train-res) with the classes of the data (the validation
+    split's class folders, as torchvision's ImageNet weights expect them)."""
+    if cfg.checkpoint:
+        return load_checkpoint(cfg.checkpoint)
+    probe = make_loader(dataclasses.replace(cfg, workers=0), s, "val", ConstantSize(cfg.train_res, 1), "center", False)
+    model = create_model(cfg.model, len(probe.classes))
+    load_weights(model, cfg.weights)
+    return {"model": model.state_dict(), "classes": probe.classes, "model_name": cfg.model,
+            "train_res": cfg.train_res, "weights": cfg.weights}
+
+
+def source_folder(cfg: FromCheckpoint) -> Path:
+    """Where a job on a trained model writes by default: beside the checkpoint, or for a state
+    dict in runs/<its file name>."""
+    return checkpoint_folder(cfg.checkpoint) if cfg.checkpoint else Path("runs") / Path(cfg.weights).stem
 
 
 def model_from_checkpoint(state: dict, s: Session) -> nn.Module:

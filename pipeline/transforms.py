@@ -1,8 +1,9 @@
-"""Crop geometry of the two augmentations, as data: one vectorised call per epoch.
+"""Crop geometry of the augmentations, as data: one vectorised call per epoch.
 
 Train: RandomResizedCrop with torchvision's semantics (area share ~ U(scale), log aspect
 ~ U(log ratio), 10 tries, then a central fall-back crop). Eval ("test DA"): resize the
-shorter side to round(K / crop_ratio), then a centre crop of K.
+shorter side to round(K / crop_ratio), then a centre crop of K. FixRes's "test DA2" for
+fine-tuning: the same centre crop moved horizontally by a random shift.
 
 Boxes are sampled for a whole epoch at once in the main process, from (seed, epoch), so
 that the augmentation does not depend on the number of workers or on which worker decodes
@@ -86,25 +87,47 @@ def fallback_boxes(W: np.ndarray, H: np.ndarray, ratio: tuple[float, float]) -> 
     return np.stack([x, y, w, h], axis=1)
 
 
-def center_crop_boxes(widths: np.ndarray, heights: np.ndarray, res: int,
-                      spec: CenterCropSpec = CenterCropSpec()) -> np.ndarray:
-    """(N, 4) float boxes in source pixels equal to torchvision's Resize(S) + CenterCrop(K).
-
-    Resize(S) scales the shorter side to S and the longer one to int(S * long / short); the
-    centre crop starts at round((resized - K) / 2). Mapping the K x K window back through the
-    (per-axis) scale gives the source region, so a decoder can resample only that region.
-    """
+def resized_extent(widths: np.ndarray, heights: np.ndarray, res: int,
+                   spec: CenterCropSpec = CenterCropSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """(width, height) after torchvision's Resize(S): the shorter side scaled to S, the longer
+    one to int(S * long / short)."""
     W = np.asarray(widths, dtype=np.float64)
     H = np.asarray(heights, dtype=np.float64)
     side = spec.resize_side(res)
     short = np.minimum(W, H)
-    rw = np.where(W <= H, side, np.floor(side * W / short))
-    rh = np.where(W <= H, np.floor(side * H / short), side)
+    return np.where(W <= H, side, np.floor(side * W / short)), np.where(W <= H, np.floor(side * H / short), side)
+
+
+def center_crop_boxes(widths: np.ndarray, heights: np.ndarray, res: int,
+                      spec: CenterCropSpec = CenterCropSpec()) -> np.ndarray:
+    """(N, 4) float boxes in source pixels equal to torchvision's Resize(S) + CenterCrop(K).
+
+    The centre crop starts at round((resized - K) / 2). Mapping the K x K window back through
+    the (per-axis) scale gives the source region, so a decoder can resample only that region.
+    """
+    rw, rh = resized_extent(widths, heights, res, spec)
+    return source_boxes(widths, heights, rw, rh, np.round((rw - res) / 2.0), np.round((rh - res) / 2.0), res)
+
+
+def shifted_center_crop_boxes(rng: np.random.Generator, widths: np.ndarray, heights: np.ndarray, res: int,
+                              spec: CenterCropSpec = CenterCropSpec()) -> np.ndarray:
+    """(N, 4) float boxes of test DA2 (FixRes): the centre crop of `center_crop_boxes` moved
+    horizontally. As in FixRes's code, a shift of up to the centre offset x0 (uniform integer
+    in [0, x0]) in a random direction, kept inside the resized image; the vertical position
+    and the size are the centre crop's."""
+    rw, rh = resized_extent(widths, heights, res, spec)
     x0 = np.round((rw - res) / 2.0)
-    y0 = np.round((rh - res) / 2.0)
-    sx = W / rw
-    sy = H / rh
-    return np.stack([x0 * sx, y0 * sy, res * sx, res * sy], axis=1)
+    shift = np.floor(rng.random(len(x0)) * (x0 + 1)) * np.where(rng.random(len(x0)) < 0.5, -1, 1)
+    x = np.clip(x0 + shift, 0, rw - res)
+    return source_boxes(widths, heights, rw, rh, x, np.round((rh - res) / 2.0), res)
+
+
+def source_boxes(widths, heights, rw: np.ndarray, rh: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 res: int) -> np.ndarray:
+    """The K x K windows at (x, y) of the resized images, in source pixels."""
+    sx = np.asarray(widths, dtype=np.float64) / rw
+    sy = np.asarray(heights, dtype=np.float64) / rh
+    return np.stack([x * sx, y * sy, res * sx, res * sy], axis=1)
 
 
 def flips(rng: np.random.Generator, n: int, p: float = 0.5) -> np.ndarray:

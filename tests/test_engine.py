@@ -43,6 +43,7 @@ def test_lr_per_step_follows_the_batch_size_of_mixsize():
     for n, lr in watcher.seen:
         assert lr == pytest.approx(0.256 * n / 256, rel=1e-3)
     assert stats["train_images"] == 200 and set(stats["sizes"]) == {"16", "32"}
+    assert stats["train_steps"] == len(watcher.seen) == len(policy.plan(0, 200, drop_last=True))
 
 
 def test_precision_choices():

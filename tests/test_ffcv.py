@@ -7,6 +7,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -174,6 +175,36 @@ def test_d_plus_batches_hold_copies_with_their_own_crops(betons, gradient_data):
         w, h, _ = boxes_seen(x * STD + MEAN, 32)
         boxes = np.stack([w, h], axis=1).reshape(4, 4, 2)
         assert all(np.ptp(copies, axis=0).max() > 1 for copies in boxes), "each copy has its own crop"
+
+
+def test_da2_crop_is_the_centre_square_shifted_horizontally(gradient_data):
+    """Test DA2 read from the gradient images' pixels: every crop has the centre square's size
+    (int(0.875 x 150) = 131 px) and row; its column moves by up to the centre offset (34 px)
+    both ways; half are flipped."""
+    res = 32
+    images = torch.cat([pixels(loader(gradient_data / "train", res=res, batch_size=16, augment="center_shift",
+                                      shuffle=True, seed=s))[0] for s in range(4)])
+    w, h, flipped = boxes_seen(images, res)
+    np.testing.assert_allclose(w, 131, atol=2)
+    np.testing.assert_allclose(h, 131, atol=2)
+    red, green = images[:, 0].mean(dim=(1, 2)).numpy(), images[:, 1].mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(green, green.mean(), atol=0.5)  # the row is the centre crop's
+    assert abs(green.mean() - (9 + 131 / 2)) < 1.5
+    shift = red - (34 + 131 / 2)
+    assert np.abs(shift).max() <= 34 + 1.5 and shift.min() < -20 and shift.max() > 20
+    assert 0.3 < flipped.mean() < 0.7
+
+
+def test_repeated_copies_get_their_own_crops_across_batches(gradient_data):
+    """Batches of 2 with 3 copies per image: copies of one image meet the same slot in other
+    batches, and still crop differently (the decoder's seed includes the batch)."""
+    ra = loader(gradient_data / "train", batch_size=2, augment="rrc", shuffle=True, repeats=3)
+    images, _ = pixels(ra)
+    ids = np.concatenate(ra.loader.batches)
+    assert sorted(Counter(ids.tolist()).values()) == [2] + [3] * 20  # 64 // 3 images; the last batch of 1 is dropped
+    for i in set(ids.tolist()):
+        copies = images[torch.from_numpy(ids == i)]
+        assert not any(torch.equal(copies[a], copies[b]) for a, b in combinations(range(len(copies)), 2))
 
 
 def compiled_overloads(ffcv_loader) -> int:

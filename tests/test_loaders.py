@@ -1,4 +1,6 @@
 """The loader contract, for every backend: shape, dtype, layout, len, determinism, coverage."""
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from torchvision.transforms import v2
 
 from loaders import BACKENDS, create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order
+from loaders.plan import plan_epoch
 from pipeline.sizes import ConstantSize, LinearRamp
 
 
@@ -21,9 +24,10 @@ def batches(loader):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("augment,shuffle", [("rrc", True), ("center", False)])
-def test_contract(tiny_data, backend, augment, shuffle):
-    loader = make(tiny_data, backend, res=40, batch_size=10, augment=augment, shuffle=shuffle)
+@pytest.mark.parametrize("augment,shuffle,jitter", [("rrc", True, 0.0), ("center", False, 0.0),
+                                                    ("center_shift", True, 0.3)])
+def test_contract(tiny_data, backend, augment, shuffle, jitter):
+    loader = make(tiny_data, backend, res=40, batch_size=10, augment=augment, shuffle=shuffle, color_jitter=jitter)
     out = batches(loader)
     assert len(out) == len(loader) == (4 if shuffle else 5)  # 48 images: 4 full batches, or 5 with the rest
     assert sum(len(y) for _, y in out) == (40 if shuffle else 48)
@@ -93,6 +97,62 @@ def test_distributed_shards():
     assert sorted(np.concatenate(evals).tolist()) == list(range(101))
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 4])
+@pytest.mark.parametrize("num_samples", [48, 101, 7])
+@pytest.mark.parametrize("repeats", [1, 2, 3])
+def test_repeated_augmentation_shows_every_image_of_the_epoch_exactly_k_times(world_size, num_samples, repeats):
+    shards = [epoch_order(num_samples, 0, 5, r, world_size, shuffle=True, repeats=repeats) for r in range(world_size)]
+    assert len({len(s) for s in shards}) == 1  # equal shards: the same size plan on every rank
+    counts = Counter(np.concatenate(shards).tolist())
+    assert set(counts.values()) <= {repeats}
+    step = world_size // np.gcd(repeats, world_size)
+    assert len(counts) == num_samples // repeats // step * step  # about N/k images: an epoch costs N
+    if world_size >= repeats:  # copies spread over ranks
+        assert all(len({r for r, s in enumerate(shards) if i in s}) == repeats for i in counts)
+    again = epoch_order(num_samples, 0, 5, 0, world_size, shuffle=True, repeats=repeats)
+    assert np.array_equal(again, shards[0])  # every rank plans the same epoch from (seed, epoch) alone
+    other = epoch_order(num_samples, 0, 6, 0, world_size, shuffle=True, repeats=repeats)
+    assert len(other) == len(again) and (num_samples < 10 or not np.array_equal(other, again))
+
+
+@pytest.mark.parametrize("augment,distinct", [("rrc", 3), ("center_shift", 2)])
+def test_copies_of_an_image_get_their_own_crops(tiny_data, augment, distinct):
+    """Each copy draws its own view; DA2 has few (a shift of a few pixels at 32 px, a flip), so
+    two of three copies may share one."""
+    loader = make(tiny_data, "pil", batch_size=5, augment=augment, repeats=3)
+    tasks = plan_epoch(loader.cfg, loader.index, 0)
+    ids = np.concatenate([t.indices for t in tasks])
+    boxes = np.concatenate([t.boxes for t in tasks])
+    flips = np.concatenate([t.flips for t in tasks])
+    assert Counter(ids.tolist()).most_common()[-1][1] == 3
+    views = [{(*boxes[ids == i][c].round(3).tolist(), bool(flips[ids == i][c])) for c in range(3)} for i in set(ids)]
+    assert np.mean([len(v) >= distinct for v in views]) > 0.9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_repeated_augmentation_on_every_backend(tiny_data, backend):
+    loader = make(tiny_data, backend, batch_size=6, repeats=3)
+    out = batches(loader)
+    assert len(out) == len(loader) == 8 and all(x.shape == (6, 3, 32, 32) for x, _ in out)  # 16 images x 3
+    if backend != "synthetic":  # its labels are random
+        label_counts = Counter(torch.cat([y for _, y in out]).tolist())
+        assert all(c % 3 == 0 for c in label_counts.values())
+
+
+@pytest.mark.parametrize("backend", ["dali", "nvjpeg", "ffcv"])
+def test_every_backend_jitters_like_the_pillow_one(tiny_data, backend):
+    """The factors are planned, not drawn by the decoder: on the same eval crops each backend's
+    jittered batch is close to Pillow's jittered one (decoders differ by a few grey levels)
+    and far from Pillow's plain one."""
+    def grey(b, jitter):
+        loader = make(tiny_data, b, split="val", res=40, batch_size=6, augment="center", shuffle=False,
+                      color_jitter=jitter)
+        return torch.cat([x for x, _ in loader]) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    ours = grey(backend, 0.5)
+    same, plain = (ours - grey("pil", 0.5)).abs().mean(), (ours - grey("pil", 0.0)).abs().mean()
+    assert same < 8 and plain > 2 * same
+
+
 def test_unknown_backend_and_bad_values(tiny_data):
     with pytest.raises(ValueError, match="'nope'"):
         make(tiny_data, "nope")
@@ -100,6 +160,10 @@ def test_unknown_backend_and_bad_values(tiny_data):
         make(tiny_data, "pil", augment="mixup")
     with pytest.raises(ValueError, match="resolution"):
         make(tiny_data, "pil", res=0)
+    with pytest.raises(ValueError, match="repeated augmentation"):
+        make(tiny_data, "pil", repeats=0)
+    with pytest.raises(ValueError, match="jitter"):
+        make(tiny_data, "pil", color_jitter=1.5)
 
 
 def test_split_by_plan_repeats_copies_in_place():

@@ -103,10 +103,13 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
 def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     out = tmp_path / "fx"
     report = run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-                 "--finetune-epochs", 1, "--parametric", 2, "--out", out, *FAST)
+                 "--finetune-epochs", 1, "--parametric", 2, "--finetune-augment", "test2", "--repeated-aug", 3,
+                 "--out", out, *FAST)
     assert report["finetune_res"] == 40
     sides = [[r["test_res"] for r in report[k]] for k in ("before", "parametric", "after")]
     assert sides == [[32, 40, 48]] * 3
+    assert json.loads((out / "finetune-40" / "config.json").read_text())["augment"] == "test2"
+    assert json.loads((out / "train" / "config.json").read_text())["repeated_aug"] == 3
     for name in ("report.md", "report.json", "report.png"):
         assert (out / name).stat().st_size > 0
     text = (out / "report.md").read_text()
@@ -115,7 +118,8 @@ def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     assert cells[1:6] == ["40", "1.01", *(f"{report[k][1]['top1']:.2f}" for k in ("before", "parametric", "after"))]
     stamp = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
     run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-        "--finetune-epochs", 1, "--parametric", 2, "--out", out, *FAST)
+        "--finetune-epochs", 1, "--parametric", 2, "--finetune-augment", "test2", "--repeated-aug", 3,
+        "--out", out, *FAST)
     assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
@@ -129,6 +133,11 @@ def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     (["finetune"], "--checkpoint"),
     (["sweep", "--checkpoint", "x", "--parametric", "-1"], "--parametric"),
     (["activations", "--checkpoint", "x", "--batches", "-2"], "--batches"),
+    (["finetune", "--checkpoint", "x", "--augment", "mixup"], "mixup"),
+    (["fixres", "--finetune-augment", "flip"], "flip"),
+    (["train", "--repeated-aug", "0"], "--repeated-aug"),
+    (["sweep", "--weights", "w.pt"], "--model"),
+    (["sweep", "--checkpoint", "x", "--model", "resnet18", "--weights", "w.pt"], "either"),
 ])
 def test_bad_cli_values_fail_at_start(args, named, capsys):
     with pytest.raises(SystemExit):
@@ -215,3 +224,42 @@ def test_splits_named_one_by_one(tiny_data, tmp_path):
     assert metrics["train_images"] == 48 and metrics["val_images"] == 18
     with pytest.raises(FileNotFoundError, match="nowhere/val"):
         run("sweep", "--data", tmp_path / "nowhere", "--checkpoint", tmp_path / "t", "--test-res", 32, *FAST)
+def test_repeated_augmentation_keeps_the_epoch_length(tiny_data, tmp_path):
+    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--repeated-aug", 3, "--out", tmp_path / "ra",
+        *FAST)
+    metrics = lines(tmp_path / "ra" / "metrics.jsonl")[0]
+    assert metrics["train_images"] == 48 and metrics["train_steps"] == 6  # 16 images x 3 copies, batches of 8
+
+
+@pytest.mark.parametrize("augment", ["test2", "train"])
+def test_finetune_with_the_other_augmentations(tiny_data, tmp_path, augment):
+    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    run("finetune", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", 40, "--epochs", 1,
+        "--augment", augment, "--out", tmp_path / "ft", *FAST)
+    before, after = load_checkpoint(tmp_path / "t")["model"], load_checkpoint(tmp_path / "ft")["model"]
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert lines(tmp_path / "ft" / "metrics.jsonl")[0]["train_images"] == 48
+
+
+def test_sweep_and_finetune_start_from_a_state_dict(tiny_data, tmp_path):
+    """A user's state dict (here: the weights of a run of ours, saved bare) sweeps exactly as
+    the checkpoint it came from; classes come from the data; a classifier for another class
+    count is refused by name."""
+    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    torch.save(load_checkpoint(tmp_path / "t")["model"], tmp_path / "tiny.pth")
+    ours = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", "32,48", *FAST)
+    theirs = run("sweep", "--data", tiny_data, "--model", "resnet_tiny", "--weights", tmp_path / "tiny.pth",
+                 "--train-res", 32, "--test-res", "32,48", "--out", tmp_path / "w", *FAST)
+    assert [(r["test_res"], r["top1"], r["loss"]) for r in theirs] == [(r["test_res"], r["top1"], r["loss"])
+                                                                        for r in ours]
+    assert json.loads((tmp_path / "w" / "sweep.json").read_text())["train_res"] == 32
+
+    run("finetune", "--data", tiny_data, "--model", "resnet_tiny", "--weights", tmp_path / "tiny.pth",
+        "--train-res", 32, "--test-res", "auto", "--epochs", 1, "--out", tmp_path / "ft", *FAST)
+    tuned = load_checkpoint(tmp_path / "ft")
+    assert tuned["test_res"] == 40 and tuned["classes"] == load_checkpoint(tmp_path / "t")["classes"]
+
+    torch.save(__import__("torchvision").models.resnet18(num_classes=5).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match="fc.weight has 5 outputs but the model wants 3"):
+        run("sweep", "--data", tiny_data, "--model", "resnet18", "--weights", tmp_path / "r18.pth",
+            "--test-res", "32", "--out", tmp_path / "r18", *FAST)

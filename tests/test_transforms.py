@@ -1,12 +1,12 @@
-"""The crop sampler against torchvision's own RandomResizedCrop.get_params, and the eval
-boxes against torchvision's Resize + CenterCrop geometry."""
+"""The crop sampler against torchvision's own RandomResizedCrop.get_params, the eval boxes
+against torchvision's Resize + CenterCrop geometry, and test DA2's shifted centre crop."""
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms as T
 
 from pipeline.transforms import (CenterCropSpec, RandomResizedCropSpec, center_crop_boxes,
-                                 random_resized_crop_boxes)
+                                 random_resized_crop_boxes, resized_extent, shifted_center_crop_boxes)
 
 N = 20000
 
@@ -70,6 +70,27 @@ def test_center_box_matches_torchvision_resize_then_centercrop(width, height, re
     x, y, w, h = center_crop_boxes(np.array([width]), np.array([height]), res)[0]
     np.testing.assert_allclose([x, y, w, h], [left * width / rw, top * height / rh,
                                               res * width / rw, res * height / rh])
+
+
+@pytest.mark.parametrize("width,height,res", [(500, 375, 224), (375, 500, 128), (333, 333, 64), (97, 61, 64),
+                                              (640, 240, 48)])
+def test_da2_box_is_the_centre_crop_shifted_horizontally_within_the_image(width, height, res):
+    n = 4000
+    W, H = np.full(n, width), np.full(n, height)
+    shifted = shifted_center_crop_boxes(np.random.default_rng(0), W, H, res)
+    center = center_crop_boxes(W, H, res)
+    np.testing.assert_array_equal(shifted[:, 1:], center[:, 1:])  # same row, same size
+    x, w = shifted[:, 0], shifted[:, 2]
+    assert (x >= 0).all() and (x + w <= width * (1 + 1e-12)).all()
+    rw = resized_extent(W, H, res)[0][0]
+    start = x * rw / width  # where the K x K window starts in the resized image: whole pixels
+    x0 = round((rw - res) / 2)
+    np.testing.assert_allclose(start, np.round(start), atol=1e-9)
+    start = np.round(start)
+    assert np.abs(start - x0).max() <= x0  # FixRes: a shift of at most the centre offset
+    assert len(np.unique(start)) == min(int(rw - res) + 1, 2 * x0 + 1)  # every position is reached
+    left, right = (start < x0).mean(), (start > x0).mean()
+    assert abs(left - right) < 0.05  # both directions alike
 
 
 def test_bad_specs():

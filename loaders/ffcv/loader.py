@@ -1,9 +1,11 @@
 """The ffcv backend: a .beton read by FFCV's compiled pipeline, behind the loader interface.
 
 Images: the seeded crop decoder (decoders.py; train "rrc": RandomResizedCrop + flip, eval
-"center": a centre square of crop_ratio x the shorter side, FFCV's crop), then ToTensor and
-ToTorchImage(channels_last=True), with a copy to the device (non-blocking, on FFCV's own CUDA
-streams) in between on a GPU; the uint8 batch is normalised to the loader's dtype on the device.
+"center": a centre square of crop_ratio x the shorter side, FFCV's crop; "center_shift": that
+square shifted horizontally + flip), then ToTensor and ToTorchImage(channels_last=True), with
+a copy to the device (non-blocking, on FFCV's own CUDA streams) in between on a GPU; the uint8
+batch is colour-jittered (factors planned as for every backend) and normalised to the loader's
+dtype on the device.
 
 Order and plan are the interface's: `epoch_order` (seeded from (seed, epoch), trimmed to
 equal shards, each rank its own) split by the size policy's plan into batches, which FFCV
@@ -33,10 +35,10 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from numba.core.errors import NumbaWarning
 
-from loaders.base import LoaderConfig, epoch_plan, normalised
+from loaders.base import LoaderConfig, epoch_plan, jitter_plan, normalised
 from loaders.ffcv import torch_threads_kept
 from loaders.ffcv.beton import Beton, Layout
-from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SEED, SIDE, CompactToDevice, PlannedCrop
+from loaders.ffcv.decoders import BATCH, OBJECT_MODE_WARNING, SEED, SIDE, CompactToDevice, PlannedCrop
 from loaders.imagefolder import BadDataError
 from pipeline.sizes import Step
 
@@ -84,8 +86,9 @@ class PlannedEpoch(EpochIterator):
         super().start()
 
     def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
-        # batches run one at a time on this thread, in order: the decoder reads the side here
+        # batches run one at a time on this thread, in order: the decoder reads side and number here
         self.loader.decoder.cell[SIDE] = self.sides[b_ix]
+        self.loader.decoder.cell[BATCH] = b_ix
         return super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
 
 
@@ -100,10 +103,7 @@ class FfcvLoader:
         self.summary = f"ffcv: {beton.report()}"
         steps, batches = self.plan(0)
         side = max((s.res for s in steps), default=1)
-        if cfg.augment == "rrc":
-            self.decoder = PlannedCrop.random_resized(cfg.rrc.scale, cfg.rrc.ratio, side)
-        else:
-            self.decoder = PlannedCrop.center(cfg.center.crop_ratio, side)
+        self.decoder = PlannedCrop.for_config(cfg, side)
         gpu = cfg.device.type == "cuda"
         images = [self.decoder, ToTensor(), *([CompactToDevice(cfg.device)] if gpu else []),
                   ToTorchImage(channels_last=True)]
@@ -135,6 +135,7 @@ class FfcvLoader:
     def set_epoch(self, epoch: int) -> None:
         self.steps, batches = self.plan(epoch)
         self.loader.plan(batches, [s.res for s in self.steps])
+        self.jitter = jitter_plan(self.cfg, epoch, [len(b) for b in batches])
         cfg = self.cfg
         self.decoder.cell[SEED] = int(np.random.SeedSequence([cfg.seed, epoch, cfg.rank]).generate_state(1)[0])
 
@@ -144,11 +145,12 @@ class FfcvLoader:
     def __iter__(self):
         with torch_threads_kept():
             batches = iter(self.loader)
-        for images, labels in (out if self.image_first else out[::-1] for out in batches):
+        ordered = (out if self.image_first else out[::-1] for out in batches)
+        for (images, labels), jitter in zip(ordered, self.jitter):
             labels = labels.view(-1)
             # FFCV reuses its buffers a few batches later: the labels must be copied out.
             labels = self.label_map[labels] if self.label_map is not None else labels.clone()
-            yield normalised(images, self.cfg.dtype), labels.to(self.cfg.device, non_blocking=True)
+            yield normalised(images, self.cfg.dtype, jitter), labels.to(self.cfg.device, non_blocking=True)
 
 
 def pipelines(layout: Layout, images: list, labels: list) -> dict:
