@@ -49,6 +49,7 @@ class LoaderConfig:
     dtype: torch.dtype = torch.float32
     seed: int = 0
     workers: int = 2
+    worker_threads: bool = True  # pil, nvjpeg: workers are threads of this process (false: processes)
     rank: int = 0
     world_size: int = 1
     classes: list[str] | None = None  # map folders onto this list (eval uses train's classes)

@@ -1,11 +1,13 @@
 """Resolution-aware Pillow decoding: decoding at a reduced DCT scale must give the crop a full
 decode gives, up to resampling noise, with the same geometry."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from loaders.imagefolder import scan_image_folder
-from loaders.pil import dct_scale, decode_crop
+from loaders.pil import dct_scale, decode_crop, pillow_decoded, turbo_decoded
 from pipeline.transforms import center_crop_boxes, random_resized_crop_boxes
 
 
@@ -62,3 +64,44 @@ def test_png_content_is_decoded_at_full_size(tmp_path):
     path = tmp_path / "x.JPEG"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)).save(path, format="PNG")
     assert np.array_equal(decode_crop(str(path), (0, 0, 100, 120), 20), decode_crop(str(path), (0, 0, 100, 120), 20, False))
+
+
+def jpeg_bytes(mode: str, size=(150, 110)) -> bytes:
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_turbo_decode_gives_pillows_pixels_and_scale(mode, scale):
+    data = jpeg_bytes(mode)
+    (turbo, f_turbo), (pillow, f_pillow) = turbo_decoded(data, scale), pillow_decoded(data, scale)
+    assert f_turbo == f_pillow == 1 / scale
+    assert turbo.mode == pillow.mode == "RGB" and turbo.size == pillow.size
+    assert np.array_equal(np.asarray(turbo), np.asarray(pillow))
+
+
+def test_pillow_decodes_what_turbo_leaves(monkeypatch):
+    assert turbo_decoded(jpeg_bytes("CMYK"), 2) is None  # Pillow undoes Adobe's inverted CMYK
+    assert turbo_decoded(b"\x89PNG\r\n", 1) is None
+    assert turbo_decoded(jpeg_bytes("RGB")[:300], 1) is None  # truncated: Pillow names the error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 110 // 3)
+    assert turbo_decoded(jpeg_bytes("RGB"), 1) is None  # over the limit: Pillow enforces it
+
+
+def test_decode_crop_refuses_images_over_the_pixel_limit(tmp_path, monkeypatch):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg_bytes("RGB"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 110 // 3)
+    with pytest.raises(Image.DecompressionBombError):
+        decode_crop(str(path), (0, 0, 100, 100), 32)
+
+
+def test_truncated_jpeg_error_names_the_file(tmp_path):
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes("RGB")[:300])
+    with pytest.raises(OSError, match="cut.jpg"):
+        decode_crop(str(path), (0, 0, 100, 100), 32)
