@@ -59,6 +59,7 @@ class LoaderConfig:
     center: CenterCropSpec = CenterCropSpec()
     synthetic_samples: int = 1024  # synthetic backend without a data folder
     reduced_decode: bool = True  # pil: decode JPEGs at the smallest DCT scale covering the crop
+    turbo_decode: bool = True  # pil: JPEGs decoded by libjpeg-turbo through simplejpeg (false: through Pillow)
 
     def __post_init__(self):
         if self.augment not in AUGMENTATIONS:

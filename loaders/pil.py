@@ -42,7 +42,7 @@ def dct_scale(box_w: float, box_h: float, res: int) -> int:
     return next((s for s in DCT_SCALES if side / s >= res), 1)
 
 
-def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
+def decode_crop(path: str, box, res: int, reduce: bool = True, turbo: bool = True) -> np.ndarray:
     """(res, res, 3) uint8: the box of the image resampled to res x res (bilinear, antialiased).
 
     Resizing with `box` resamples only the region and reads the pixels just outside it as
@@ -52,18 +52,18 @@ def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
     """
     x, y, w, h = (float(v) for v in box)
     try:
-        img, f = decoded(path, dct_scale(w, h, res) if reduce else 1)
+        img, f = decoded(path, dct_scale(w, h, res) if reduce else 1, turbo)
         return np.asarray(img.resize((res, res), Image.BILINEAR, box=(x * f, y * f, (x + w) * f, (y + h) * f)))
     except OSError as e:
         raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from e
 
 
-def decoded(path: str, scale: int) -> tuple[Image.Image, float]:
+def decoded(path: str, scale: int, turbo: bool = True) -> tuple[Image.Image, float]:
     """The image in RGB, decoded at 1/scale of its size where the format allows (JPEG), and the
     factor from source to decoded pixel coordinates."""
     with open(path, "rb") as f:
         data = f.read()
-    return turbo_decoded(data, scale) or pillow_decoded(data, scale)
+    return (turbo and turbo_decoded(data, scale)) or pillow_decoded(data, scale)
 
 
 def turbo_decoded(data: bytes, scale: int) -> tuple[Image.Image, float] | None:
@@ -95,15 +95,15 @@ def pillow_decoded(data: bytes, scale: int) -> tuple[Image.Image, float]:
 class PlannedBatches(Dataset):
     """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,))."""
 
-    def __init__(self, index: ImageIndex, reduce: bool = True):
+    def __init__(self, index: ImageIndex, reduce: bool = True, turbo: bool = True):
         self.paths = index.paths
         self.labels = torch.from_numpy(index.labels)
-        self.reduce = reduce
+        self.reduce, self.turbo = reduce, turbo
 
     def __getitem__(self, task: BatchTask):
         out = np.empty((len(task.indices), task.res, task.res, 3), dtype=np.uint8)
         for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.flips)):
-            img = decode_crop(self.paths[i], box, task.res, self.reduce)
+            img = decode_crop(self.paths[i], box, task.res, self.reduce, self.turbo)
             out[slot] = img[:, ::-1] if flip else img
         return torch.from_numpy(out), self.labels[torch.from_numpy(task.indices)]
 
@@ -164,7 +164,7 @@ class PilLoader:
 
     def batch_maker(self) -> Dataset:
         """What the workers run on each planned batch (the nvjpeg backend swaps in its own)."""
-        return PlannedBatches(self.index, self.cfg.reduced_decode)
+        return PlannedBatches(self.index, self.cfg.reduced_decode, self.cfg.turbo_decode)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.tasks = plan_epoch(self.cfg, self.index, epoch)
