@@ -16,12 +16,14 @@ and its spread over rounds, the median per-round ratio to the reference and that
 CPU cores used by the whole process tree, and images per CPU-second (what a loader costs,
 meaningful even when other jobs share the cores).
 
-Single-core rate: the backend's own work per image on one core, no loader around it, in images
-per CPU-second: torchvision's dataset item (open, crop, resize, flip, to tensor, normalise),
-the Pillow backend's batch maker called in this thread; DALI and FFCV, whose decoding cannot be
-called without their engine, are measured as their loader with one worker thread. Pipeline
-efficiency = images per CPU-second delivered / single-core rate: the share of the CPU time that
-goes to the work itself rather than to moving batches, scheduling and the main process.
+Single-core rate: the backend's own work per image on one core, in images per CPU-second: its
+loader with no workers, so reading, decoding, cropping, resizing, flipping and normalising all
+run in the calling thread, one after another, with one torch thread (DALI and FFCV cannot run
+without their engine: one decoding thread). Pipeline efficiency = images per CPU-second
+delivered / single-core rate: the share of the CPU time that goes to the work itself rather
+than to moving batches between processes, scheduling and waiting. On a machine shared with
+other jobs, the work itself also slows down when run in parallel (caches, memory bandwidth), and
+that shows up as lost efficiency too.
 
 Batches are consumed as a trainer would receive them (normalised, channels-last, on the
 device). Both splits read the train folder so epochs are long; the split only selects the
@@ -40,13 +42,13 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, gpu_memory_mb,
                           open_variant, parse_ints, parse_variant, progress_enabled, reset_gpu_memory, say,
                           spread, style, sync, warm_up, write_results)
 from bench.reference import TorchvisionReference
-from loaders.pil import PilLoader
 from pipeline.engine import resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
@@ -67,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=6, help="untimed batches before each timed turn")
     p.add_argument("--steps", type=int, default=16, help="batches per timed turn")
     p.add_argument("--repeats", type=int, default=5, help="rounds: timed turns per loader and cell")
-    p.add_argument("--work-images", type=int, default=256, help="images timed for each single-core rate")
+    p.add_argument("--work-batches", type=int, default=3, help="batches timed for each single-core rate")
     p.add_argument("--compare", default=None, help="an earlier loader_throughput.json to compare the ratios with")
     p.add_argument("--device", default="cpu", help="where batches are delivered: cpu, cuda, auto")
     p.add_argument("--amp", default="auto", help="batch dtype as in training: auto, bf16, fp16, off")
@@ -127,49 +129,35 @@ def interleaved(loaders: dict, args, device, bar) -> dict[str, list[dict]]:
     return turns
 
 
-def work_rate(cell: Cell, variant, loader, args) -> float:
-    """Single-core images per CPU-second of the backend's own work, no loader around it."""
-    if isinstance(loader, TorchvisionReference):
-        items = list(range(min(args.work_images, len(loader.dataset))))
-        return timed_work(lambda: [loader.dataset[i] for i in items], len(items))
-    if isinstance(loader, PilLoader):
-        make, tasks, chosen = loader.batch_maker(), loader.sampler.tasks, []
-        while sum(len(t.indices) for t in chosen) < args.work_images and len(chosen) < len(tasks):
-            chosen.append(tasks[len(chosen)])
-        return timed_work(lambda: [make[t] for t in chosen], sum(len(t.indices) for t in chosen))
-    one, _ = cell.open(variant, workers=1)
-    batches = endless(one)
-    warm_up(batches, lambda x, y: None, cell.device, 2)
-    with ProcessTreeMonitor() as monitor:
-        images = sum(next(batches)[0].shape[0] for _ in range(max(args.work_images // args.batch_size, 2)))
-        sync(cell.device)
-    del one, batches
-    gc.collect()
+def work_rate(cell: Cell, variant, args) -> float:
+    """Single-core images per CPU-second: the backend's loader with no workers (its whole work in
+    the calling thread; DALI and FFCV: one decoding thread) and one torch thread."""
+    loader, _ = cell.open(variant, workers=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        batches = endless(loader)
+        warm_up(batches, lambda x, y: None, cell.device, 1)
+        with ProcessTreeMonitor() as monitor:
+            images = sum(next(batches)[0].shape[0] for _ in range(args.work_batches))
+            sync(cell.device)
+    finally:
+        torch.set_num_threads(threads)
     return images / max(monitor.cpu_seconds, 1e-9)
 
 
-def timed_work(work, images: int) -> float:
-    work()  # first touch: file cache, imports, allocator
-    start = time.process_time()
-    work()
-    return images / max(time.process_time() - start, 1e-9)
-
-
 def cell_rows(cell: Cell, variants, bar) -> tuple[list[dict], dict[str, str]]:
-    args = cell.args
-    opened, skipped = {}, {}
-    for label, variant in [(REFERENCE, None), *((v.label, v) for v in variants)]:
-        loader, why = cell.open(variant)
-        if loader is None:
-            skipped[label] = why
-        else:
-            opened[label] = (variant, loader)
-    turns = interleaved({label: loader for label, (_, loader) in opened.items()}, args, cell.device, bar)
-    rows = [summary(label, cell, turns[label], turns[REFERENCE],
-                    work_rate(cell, variant, loader, args)) for label, (variant, loader) in opened.items()]
-    del opened
-    gc.collect()  # shuts the workers down before the next cell opens its own
-    return rows, skipped
+    chosen = {REFERENCE: None, **{v.label: v for v in variants}}
+    loaders, skipped = {}, {}
+    for label, variant in chosen.items():
+        loaders[label], why = cell.open(variant)
+        if loaders[label] is None:
+            skipped[label] = loaders.pop(label) or why
+    turns = interleaved(loaders, cell.args, cell.device, bar)
+    del loaders
+    gc.collect()  # shuts the workers down before the single-core runs and the next cell
+    return [summary(label, cell, turns[label], turns[REFERENCE], work_rate(cell, chosen[label], cell.args))
+            for label in turns], skipped
 
 
 def summary(label: str, cell: Cell, turns: list[dict], reference: list[dict], rate: float) -> dict:
