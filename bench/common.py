@@ -24,6 +24,7 @@ import psutil
 import torch
 
 from pipeline.config import positive_ints
+from pipeline.console import say
 from pipeline.report import markdown_table, save_figure
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "pillow-simd", "psutil", "timm", "ffcv",
@@ -254,10 +255,6 @@ def open_variant(variant: Variant, **config):
 
 # ---------------------------------------------------------------------------- command line and output
 
-def progress_enabled(flag: bool) -> bool:
-    return flag and sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def parse_ints(text: str) -> list[int]:
     """argparse type: positive integers from 'a,b,c'."""
     try:
@@ -272,10 +269,6 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: from CPU model, cores and GPU)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bars (off when not a terminal or when CI is set)")
-
-
-def say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def style(ax, **labels) -> None:

@@ -46,10 +46,11 @@ import torch
 from tqdm import tqdm
 
 from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          open_variant, parse_ints, parse_variant, progress_enabled, reset_gpu_memory, say,
-                          spread, style, sync, warm_up, write_results)
+                          open_variant, parse_ints, parse_variant, reset_gpu_memory, spread, style, sync, warm_up,
+                          write_results)
 from bench.reference import TorchvisionReference
-from pipeline.engine import resolve_device, resolve_precision
+from pipeline.console import progress_enabled, say
+from pipeline.precision import resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
 REFERENCE = "torchvision"

@@ -12,6 +12,10 @@ from torchvision.transforms import v2
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.transforms import CenterCropSpec
 
+# Epoch e of seed s shuffles with generator seed s * EPOCHS_PER_SEED + e: distinct for every
+# (seed, epoch) with fewer epochs than this prime, unlike seed + epoch.
+EPOCHS_PER_SEED = 1_000_003
+
 
 def reference_transform(res: int, augment: str) -> v2.Compose:
     if augment == "rrc":
@@ -39,7 +43,7 @@ class TorchvisionReference:
                                  generator=self.generator)
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+        self.generator.manual_seed(self.seed * EPOCHS_PER_SEED + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -16,10 +16,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import train
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
+from pipeline.jobs import run_sweep, run_train
+from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
+from pipeline.stages import stage_result
 
 
 @dataclass
@@ -40,20 +42,18 @@ class StudyConfig:
     progress: bool = opt(True, "progress bars")
 
 
-def train_config(cfg: StudyConfig, out: Path, **policy) -> train.TrainConfig:
-    return train.TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=cfg.epochs,
-                             batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                             progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
-                             **policy)
+def train_config(cfg: StudyConfig, out: Path, **policy) -> TrainConfig:
+    return TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+                       progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
+                       **policy)
 
 
-def trained(tc: train.TrainConfig) -> dict:
+def trained(tc: TrainConfig) -> dict:
     """Train unless already done; returns the run's summary and mean epoch time."""
     out = Path(tc.out)
-    if not (out / "summary.json").exists():
-        train.run_train(tc)
+    summary = stage_result(out / "summary.json", lambda: run_train(tc))
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "summary.json").read_text())
     return {"path": str(out), "train_res": summary["train_res"],
             "seconds_per_epoch": sum(m["train_seconds"] for m in epochs) / len(epochs),
             "sizes": epochs[-1]["sizes"]}
@@ -61,13 +61,11 @@ def trained(tc: train.TrainConfig) -> dict:
 
 def swept(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
     name = f"sweep-bn{recalibrate}.json" if recalibrate else "sweep.json"
-    path = Path(run["path"]) / name
-    if not (path.exists() and json.loads(path.read_text())["config"]["test_res"] == cfg.test_res):
-        train.run_sweep(train.SweepConfig(data=cfg.data, loader=cfg.loader, batch_size=cfg.batch_size,
-                                          workers=cfg.workers, seed=cfg.seed, progress=cfg.progress,
-                                          checkpoint=run["path"], test_res=cfg.test_res,
-                                          recalibrate_bn=recalibrate))
-    return {r["test_res"]: r["top1"] for r in json.loads(path.read_text())["rows"]}
+    done = stage_result(Path(run["path"]) / name, lambda: run_sweep(SweepConfig(
+        data=cfg.data, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        progress=cfg.progress, checkpoint=run["path"], test_res=cfg.test_res, recalibrate_bn=recalibrate)),
+        valid=lambda done: done["config"]["test_res"] == cfg.test_res)
+    return {r["test_res"]: r["top1"] for r in done["rows"]}
 
 
 def study(cfg: StudyConfig) -> dict:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-import train
-from bench.common import (ProcessTreeMonitor, add_output_arguments, parse_ints, progress_enabled, say, style,
-                          write_results)
+from bench.common import ProcessTreeMonitor, add_output_arguments, parse_ints, style, write_results
+from pipeline.console import progress_enabled, say
 from pipeline.fixres import recommended_test_res
+from pipeline.jobs import run_finetune, run_sweep, run_train
+from pipeline.options import FinetuneConfig, SweepConfig, TrainConfig
+from pipeline.stages import stage_result
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measured_stage(path: Path, job) -> dict:
-    """Run `job` (a train.py job writing `path`) unless it finished before; its training
-    time (from its summary), wall time and peak memory, kept beside it for later runs."""
-    record = path / "bench_stage.json"
-    if record.exists():
-        return json.loads(record.read_text())
+    """Run `job` (a job writing `path`) unless it finished before; its training time (from
+    its summary), wall time and peak memory, kept beside it for later runs."""
+    return stage_result(path / "bench_stage.json", lambda: measure(path, job))
+
+
+def measure(path: Path, job) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -98,8 +101,7 @@ def measured_stage(path: Path, job) -> dict:
     if summary.exists():
         stage["train_seconds"] = json.loads(summary.read_text())["train_seconds"]
     path.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(stage, indent=2) + "\n")
-    return stage
+    (path / "bench_stage.json").write_text(json.dumps(stage, indent=2) + "\n")
 
 
 def peak_mb(monitor: ProcessTreeMonitor) -> float:
@@ -112,7 +114,7 @@ def peak_mb(monitor: ProcessTreeMonitor) -> float:
 def sweep(checkpoint: Path, res: int, common: dict) -> tuple[dict, dict]:
     """(top-1 etc. at `res`, stage record) for one checkpoint, via train.py's sweep job."""
     out = checkpoint / f"sweep-{res}"
-    stage = measured_stage(out, lambda: train.run_sweep(train.SweepConfig(
+    stage = measured_stage(out, lambda: run_sweep(SweepConfig(
         **common, checkpoint=str(checkpoint), test_res=str(res), out=str(out))))
     return json.loads((out / "sweep.json").read_text())["rows"][0], stage
 
@@ -126,12 +128,12 @@ def run(args) -> list[dict]:
     for k_train in args.train_res:
         say(f"== train at {k_train} ({args.model}, {args.epochs} epochs)")
         t_dir = runs / f"train-{k_train}"
-        trained = measured_stage(t_dir, lambda: train.run_train(train.TrainConfig(
+        trained = measured_stage(t_dir, lambda: run_train(TrainConfig(
             **common, model=args.model, train_res=k_train, epochs=args.epochs, lr=args.lr, out=str(t_dir))))
         tuned, ft_dir, k_ft = None, None, recommended_test_res(k_train)
         if args.finetune_epochs:
             ft_dir = runs / f"train-{k_train}-ft{k_ft}"
-            tuned = measured_stage(ft_dir, lambda: train.run_finetune(train.FinetuneConfig(
+            tuned = measured_stage(ft_dir, lambda: run_finetune(FinetuneConfig(
                 **common, checkpoint=str(t_dir), test_res=str(k_ft), epochs=args.finetune_epochs,
                 lr=args.finetune_lr, out=str(ft_dir))))
         for k_test in args.test_res:

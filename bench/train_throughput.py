@@ -22,9 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          images_per_second, open_variant, parse_ints, parse_variant, progress_enabled,
-                          reset_gpu_memory, say, style, sync, warm_up, write_results)
-from pipeline.engine import backward_step, forward_loss, resolve_device, resolve_precision, train_step
+                          images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory, style,
+                          sync, warm_up, write_results)
+from pipeline.console import progress_enabled, say
+from pipeline.engine import backward_step, forward_loss, train_step
+from pipeline.precision import resolve_device, resolve_precision
 from pipeline.models import create_model
 from pipeline.optim import make_sgd, set_lr
 from pipeline.sizes import ConstantSize

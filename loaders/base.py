@@ -84,6 +84,13 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: 
     return order[rank::world_size]
 
 
+def epoch_plan(cfg: LoaderConfig, num_samples: int, epoch: int) -> tuple[list[Step], list[np.ndarray]]:
+    """This rank's steps of `epoch` (from the size policy) and the sample ids of each."""
+    order = epoch_order(num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
+    steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
+    return steps, split_by_plan(order, steps)
+
+
 def split_by_plan(order: np.ndarray, steps: list[Step]) -> list[np.ndarray]:
     """The sample ids of each step: consecutive chunks of `order`, each id repeated
     `copies` times in a row (every copy gets its own crop downstream)."""

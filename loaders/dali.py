@@ -44,7 +44,7 @@ except ImportError as e:  # never fall back to another backend silently
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.imagefolder import BadDataError, ImageIndex, check_image
-from loaders.plan import BatchTask, plan_epoch
+from loaders.plan import BatchTask, decode_regions, plan_epoch
 
 PREFETCH = 2  # batches DALI prepares while the trainer consumes one
 
@@ -64,17 +64,6 @@ def dali_dtype(device: torch.device, dtype: torch.dtype):
     """fp16 on a GPU under AMP (DALI has no bf16: a bf16 run casts on the device), else fp32."""
     half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
     return types.FLOAT16 if half else types.FLOAT
-
-
-def decode_regions(boxes: np.ndarray, sizes: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) int regions (x, y, w, h) to decode for (N, 4) crop boxes resampled to res: the box
-    widened by the linear filter's reach (one output pixel, at least one source pixel) and
-    clipped to the image."""
-    start, extent = boxes[:, :2], boxes[:, 2:]
-    reach = np.ceil(np.maximum(extent / res, 1.0)) + 1
-    lo = np.maximum(np.floor(start - reach), 0)
-    hi = np.minimum(np.ceil(start + extent + reach), sizes)
-    return np.concatenate([lo, hi - lo], axis=1).astype(np.int32)
 
 
 def yx(boxes: np.ndarray, columns: list[int]) -> np.ndarray:
@@ -146,7 +135,7 @@ class DaliLoader:
         self.cfg = cfg
         self.index = index
         self.classes = index.classes
-        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.skipped = index.skipped_counts()
         self.device_id = dali_device_id(cfg.device)
         self.threads = max(cfg.workers, 1)
         where = "cpu" if self.device_id is None else f"mixed (nvJPEG) on cuda:{self.device_id}"

@@ -47,6 +47,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from pipeline.console import progress_enabled
+
 GENERATOR_VERSION = 1  # bump whenever the output changes: cached sets are matched on it
 SPLITS = ("train", "val")
 JPEG_QUALITY = 90
@@ -405,7 +407,7 @@ def write_images(root: Path, params: dict, workers: int, progress: bool) -> int:
     # a few chunks per worker balance the load; bounded so progress still moves
     chunks = chunked(items, max(1, min(64, len(items) // (workers * 8))))
     jobs = [(str(root), params, chunk) for chunk in chunks]
-    show = progress and sys.stderr.isatty() and not os.environ.get("CI")
+    show = progress_enabled(progress)
     total = 0
     with tqdm(total=len(items), unit="img", desc="demo data", disable=not show) as bar, \
             (multiprocessing.Pool(min(workers, len(jobs))) if workers > 1 else nullcontext()) as pool:

@@ -41,6 +41,9 @@ class ImageIndex:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def skipped_counts(self) -> dict[str, int]:
+        return {why: len(paths) for why, paths in self.skipped.items()}
+
     def report(self) -> str:
         """One line on what the scan found, for logs and run summaries."""
         parts = [f"{len(self)} images in {len(self.classes)} classes under {self.root}"]

@@ -148,7 +148,7 @@ class PilLoader:
         self.index = index
         self.classes = index.classes
         self.summary = f"pil, {cfg.workers} worker {'threads' if cfg.worker_threads else 'processes'}: {index.report()}"
-        self.skipped = {why: len(paths) for why, paths in index.skipped.items()}
+        self.skipped = index.skipped_counts()
         self.sampler = EpochTasks()
         self.loader = self.batches()
         self.set_epoch(0)

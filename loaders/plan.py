@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loaders.base import LoaderConfig, epoch_order, split_by_plan
+from loaders.base import LoaderConfig, epoch_plan
 from loaders.imagefolder import ImageIndex
 from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes
 
@@ -29,11 +29,10 @@ class BatchTask:
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
     """This rank's batches of `epoch`: order and sizes from the policy, crop boxes with
     torchvision's RandomResizedCrop semantics (train) or the test-time centre crop (eval)."""
-    order = epoch_order(len(index), cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
-    steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
+    steps, ids = epoch_plan(cfg, len(index), epoch)
     rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
     tasks = []
-    for step, idx in zip(steps, split_by_plan(order, steps)):
+    for step, idx in zip(steps, ids):
         w, h = index.sizes[idx].T
         if cfg.augment == "rrc":
             boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
@@ -41,3 +40,14 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
         tasks.append(BatchTask(step.res, idx, boxes, flipped))
     return tasks
+
+
+def decode_regions(boxes: np.ndarray, sizes: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) int regions (x, y, w, h) to decode for (N, 4) crop boxes resampled to res: the box
+    widened by the linear filter's reach (one output pixel, at least one source pixel) and
+    clipped to the image."""
+    start, extent = boxes[:, :2], boxes[:, 2:]
+    reach = np.ceil(np.maximum(extent / res, 1.0)) + 1
+    lo = np.maximum(np.floor(start - reach), 0)
+    hi = np.minimum(np.ceil(start + extent + reach), sizes)
+    return np.concatenate([lo, hi - lo], axis=1).astype(np.int32)

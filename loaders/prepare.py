@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from loaders.imagefolder import BadDataError, scan_image_folder
 from loaders.stored_size import split_max_side
+from pipeline.console import progress_enabled
 
 FORMAT = "lowres-prepared/1"
 PARTIAL = ".partial"
@@ -76,14 +77,14 @@ def store(src: str, dst: str, side: int, quality: int) -> tuple[str, str | None]
 
 
 def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, classes, args) -> dict:
-    index = scan_image_folder(root, classes, args.check, args.skip_bad, progress=args.progress)
+    index = scan_image_folder(root, classes, args.check, args.skip_bad, progress=progress_enabled(args.progress))
     for name in index.classes:
         (out / name).mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"*/*{PARTIAL}"):  # a killed run's unfinished files
         stale.unlink()
     jobs = [(p, str(out / Path(p).relative_to(root))) for p in index.paths]
     work = partial(store_job, side=side, quality=settings.jpeg_quality)
-    bar = dict(total=len(jobs), desc=f"prepare {root.name}", unit="img", disable=not args.progress)
+    bar = dict(total=len(jobs), desc=f"prepare {root.name}", unit="img", disable=not progress_enabled(args.progress))
     counts, bad = Counter(), []
     with Pool(max(args.workers, 1)) as pool:
         for outcome, problem in tqdm(pool.imap_unordered(work, jobs, chunksize=16), **bar):
@@ -157,9 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in prepared.json)")
     parser.add_argument("--check", choices=("header", "full"), default="header",
                         help="image check of the scan (default: %(default)s; the copy decodes every image anyway)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
-                        default=sys.stderr.isatty() and not os.environ.get("CI"),
-                        help="progress bar (default: on a terminal, off when CI is set)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bars (off when not a terminal or when CI is set)")
     args = parser.parse_args(argv)
     try:
         return prepare(args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loaders.base import LoaderConfig, epoch_order
+from loaders.base import LoaderConfig, epoch_plan
 
 
 class SyntheticLoader:
@@ -21,10 +21,8 @@ class SyntheticLoader:
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        cfg = self.cfg
         self.epoch = epoch
-        n = len(epoch_order(self.num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle))
-        self.steps = cfg.policy.plan(epoch, n, drop_last=cfg.shuffle)
+        self.steps, _ = epoch_plan(self.cfg, self.num_samples, epoch)
         self.pool: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def batch(self, res: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.distributed import DistContext, all_sum
-from pipeline.engine import Precision
+from pipeline.precision import Precision
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:

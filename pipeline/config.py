@@ -38,3 +38,17 @@ def positive_ints(text: str, name: str) -> tuple[int, ...]:
     if not values or any(v <= 0 for v in values):
         raise ValueError(f"{name} must be positive integers, got {text!r}")
     return values
+
+
+def parse_floats(text: str, name: str) -> tuple[float, ...]:
+    """Numbers from 'a,b,c', or a ValueError naming the option and the text."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value

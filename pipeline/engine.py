@@ -1,65 +1,32 @@
-"""The training step, the epoch loops and evaluation, shared by train, finetune, sweep and
-the benchmarks. Batches come from any `Loader`; the loops read only their shapes.
+"""The training step, the epoch loops (`fit` over epochs, `train_epoch` over steps) and
+evaluation, shared by train, finetune, sweep and the benchmarks. Batches come from any
+`Loader`; the loops read only their shapes.
 
-One code path for every precision: autocast and the gradient scaler are toggled with
-`enabled=`, bf16 needs no scaler, fp32 on the CPU uses neither. Metrics accumulate on the
-device and are read once per epoch (and every few steps for the progress bar), so the
-step never waits for the host.
+Metrics accumulate on the device and are read once per epoch (and every few steps for the
+progress bar), so the step never waits for the host.
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline.distributed import DistContext, all_sum
+from pipeline.console import say
+from pipeline.distributed import DistContext, all_sum, barrier
 from pipeline.optim import LrSchedule, set_lr
+from pipeline.precision import Precision
+from pipeline.runs import RunDir
+
+if TYPE_CHECKING:  # the session module builds loaders; the loops only read its fields
+    from pipeline.options import OptimConfig
+    from pipeline.session import Session
 
 BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
-
-
-@dataclass(frozen=True)
-class Precision:
-    device: torch.device
-    amp_dtype: torch.dtype | None  # None: full fp32
-
-    @property
-    def input_dtype(self) -> torch.dtype:
-        return self.amp_dtype or torch.float32
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                              enabled=self.amp_dtype is not None)
-
-    def scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: no CUDA GPU is visible to PyTorch")
-    return device
-
-
-def resolve_precision(device: torch.device, amp: str) -> Precision:
-    """auto: bf16 on GPUs that have it, else fp16; fp32 on the CPU (CPU autocast is slower)."""
-    choices = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp == "auto":
-        if device.type != "cuda":
-            return Precision(device, None)
-        return Precision(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    if amp not in choices:
-        raise ValueError(f"--amp must be auto, bf16, fp16 or off, got {amp!r}")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use bf16 or off on the CPU")
-    return Precision(device, choices[amp])
 
 
 def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion,
@@ -146,3 +113,38 @@ def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
     loss_sum, top1, top5, count = all_sum(torch.cat([sums, count]), dist).tolist()
     return {"loss": loss_sum / max(count, 1), "top1": 100 * top1 / max(count, 1),
             "top5": 100 * top5 / max(count, 1), "images": int(count), "seconds": seconds}
+
+
+def fit(model: nn.Module, train_loader, val_loader, optimizer, cfg: OptimConfig, run: RunDir, s: Session,
+        state: dict | None, meta: dict) -> dict:
+    """The epoch loop of train and finetune: train, validate, log, checkpoint (with `meta`).
+    `state` is the checkpoint of an interrupted run to continue, or None."""
+    core = model
+    scaler = s.precision.scaler()
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"]
+        say(f"resuming {run.path} at epoch {start_epoch + 1}/{cfg.epochs}")
+    run.drop_metrics_from(start_epoch)  # epochs logged but not checkpointed run again
+    if s.dist.enabled:
+        model = DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+    schedule = cfg.lr_schedule()
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    last = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        stats = train_epoch(model, train_loader, optimizer, scaler, criterion, schedule, epoch,
+                            s.precision, s.dist, s.progress)
+        val = evaluate(core, val_loader, s.precision, s.dist, s.progress, desc="val")
+        last = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in val.items()}}
+        run.log(last)
+        run.save_checkpoint({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "epoch": epoch + 1, **meta})
+        if s.dist.is_main:
+            say(f"epoch {epoch + 1}/{cfg.epochs}  sizes {stats['sizes']}  loss {stats['train_loss']:.3f}  "
+                f"train acc {stats['train_acc']:.1f}  val top1 {val['top1']:.2f}  "
+                f"{stats['train_img_per_s']:.0f} img/s  {stats['train_seconds']:.1f}s")
+    barrier(s.dist)
+    return last

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# The first warm-up step gets lr x WARMUP_FLOOR / warmup_epochs rather than exactly 0, which
+# would be a wasted step.
+WARMUP_FLOOR = 1e-3
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
@@ -41,7 +45,7 @@ class LrSchedule:
     def factor(self, progress: float) -> float:
         """Multiplier at `progress` epochs into the run (fractional)."""
         if progress < self.warmup_epochs:
-            return (progress + 1e-3) / self.warmup_epochs
+            return (progress + WARMUP_FLOOR) / self.warmup_epochs
         if self.schedule == "step":
             return 0.1 ** int(progress // self.step_every)
         span = max(self.epochs - self.warmup_epochs, 1e-9)

@@ -61,9 +61,6 @@ class RunDir:
             torch.save(state, tmp)
             os.replace(tmp, self.path / CHECKPOINT)
 
-    def load_checkpoint(self) -> dict:
-        return load_checkpoint(self.path / CHECKPOINT)
-
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.config import check_positive_int
+
 
 @dataclass(frozen=True)
 class Step:
@@ -38,12 +40,6 @@ class SizePolicy(Protocol):
         """The one side that stands for the epoch: the side of a fixed-size epoch of the
         same cost (what evaluation and the FixRes rule start from)."""
         ...
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def constant_batches(res: int, batch_size: int, num_samples: int, drop_last: bool) -> list[Step]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import train
+from pipeline import cli
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.imagefolder import BadDataError
 from loaders.plan import plan_epoch
@@ -219,7 +219,7 @@ def test_missing_dali_install_says_how_to_install(tiny_data):
 
 def test_trainer_trains_finetunes_and_sweeps_with_dali(tiny_data, tmp_path):
     fast = ["--loader", "dali", "--batch-size", "8", "--workers", "1", "--no-progress"]
-    run = lambda *args: train.main([str(a) for a in args])  # noqa: E731
+    run = lambda *args: cli.main([str(a) for a in args])  # noqa: E731
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *fast)
     run("finetune", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", 40, "--epochs", 1,
         "--out", tmp_path / "ft", *fast)

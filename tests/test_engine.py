@@ -5,7 +5,8 @@ from torch import nn
 from loaders import create_loader
 from loaders.base import LoaderConfig
 from pipeline.distributed import DistContext
-from pipeline.engine import Precision, resolve_precision, train_epoch
+from pipeline.engine import train_epoch
+from pipeline.precision import Precision, resolve_precision
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.sizes import MixSize

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-import train
+from pipeline import cli
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.ffcv import require_ffcv
@@ -300,9 +300,9 @@ def test_missing_ffcv_says_how_to_install(monkeypatch):
 
 def test_train_finetune_sweep_through_ffcv(betons, tmp_path):
     fast = ["--loader", "ffcv", "--data", str(betons), "--batch-size", "8", "--workers", "1", "--no-progress"]
-    train.main(["train", *fast, "--epochs", "1", "--train-res", "32", "--out", str(tmp_path / "t")])
+    cli.main(["train", *fast, "--epochs", "1", "--train-res", "32", "--out", str(tmp_path / "t")])
     metrics = json.loads((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["train_images"] == 48 and metrics["val_images"] == 18
-    train.main(["finetune", *fast, "--checkpoint", str(tmp_path / "t"), "--epochs", "1", "--out", str(tmp_path / "f")])
-    rows = train.main(["sweep", *fast, "--checkpoint", str(tmp_path / "f"), "--test-res", "32,48"])
+    cli.main(["finetune", *fast, "--checkpoint", str(tmp_path / "t"), "--epochs", "1", "--out", str(tmp_path / "f")])
+    rows = cli.main(["sweep", *fast, "--checkpoint", str(tmp_path / "f"), "--test-res", "32,48"])
     assert [r["test_res"] for r in rows] == [32, 48] and all(r["images"] == 18 for r in rows)

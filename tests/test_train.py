@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from pipeline import cli
 from pipeline.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
 
 
 def run(*args):
-    return train.main([str(a) for a in args])
+    return cli.main([str(a) for a in args])
 
 
 def lines(path):

@@ -17,6 +17,7 @@ from loaders.ffcv import require_ffcv
 from loaders.ffcv.write import WRITE_MODES, WriterSettings, write_beton
 from loaders.imagefolder import scan_image_folder
 from loaders.stored_size import split_max_side
+from pipeline.console import progress_enabled
 
 
 def split_settings(args, split: str) -> WriterSettings:
@@ -31,7 +32,8 @@ def write(args) -> list[Path]:
     classes, written = None, []
     for split in args.splits.split(","):
         settings = split_settings(args, split)  # bad values fail before any scan
-        index = scan_image_folder(Path(args.data) / split, classes, args.check, args.skip_bad, progress=args.progress)
+        index = scan_image_folder(Path(args.data) / split, classes, args.check, args.skip_bad,
+                                  progress=progress_enabled(args.progress))
         classes = classes or index.classes  # later splits use the first split's labels
         print(f"{split}: {index.report()}; longer side <= {settings.max_resolution or 'as stored'}, "
               f"{settings.write_mode}", flush=True)
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     w.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in the class map)")
     w.add_argument("--check", choices=("full", "header"), default="full",
                    help="image check before writing (default: %(default)s; see loaders/ffcv/write.py)")
-    w.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
+    w.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bars (off when not a terminal or when CI is set)")
     args = parser.parse_args(argv)
     if args.for_res < 0:
         parser.error(f"--for-res must be positive, got {args.for_res}")

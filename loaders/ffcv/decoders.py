@@ -28,6 +28,10 @@ OBJECT_MODE_WARNING = "Code running in object mode won't allow parallel"
 
 FLIP_PROBABILITY = 0.5
 SEED, SIDE = 0, 1  # slots of PlannedCrop.cell
+# Per-image seed = (epoch seed + sample * SAMPLE_MIX + slot * SLOT_MIX) mod SEED_RANGE: two odd
+# multipliers far apart (Knuth's multiplicative-hash constant 2^32/phi and a 16-bit prime) so
+# that neighbouring samples and slots land on unrelated seeds; numpy's legacy seed takes 32 bits.
+SAMPLE_MIX, SLOT_MIX, SEED_RANGE = 2654435761, 40503, 2**32
 
 
 class PlannedCrop(ResizedCropRGBImageDecoder):
@@ -69,7 +73,7 @@ class PlannedCrop(ResizedCropRGBImageDecoder):
             batch = destination.reshape(-1)[:count * side * side * 3].reshape(count, side, side, 3)
             for dst_ix in my_range(count):
                 source_ix = np.int64(batch_indices[dst_ix])
-                np.random.seed((epoch_seed + source_ix * 2654435761 + dst_ix * 40503) % 4294967296)
+                np.random.seed((epoch_seed + source_ix * SAMPLE_MIX + dst_ix * SLOT_MIX) % SEED_RANGE)
                 field = metadata[source_ix]
                 image_data = mem_read(field["data_ptr"], storage_state)
                 height, width = np.uint32(field["height"]), np.uint32(field["width"])

@@ -33,7 +33,7 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 from numba.core.errors import NumbaWarning
 
-from loaders.base import LoaderConfig, epoch_order, normalised, split_by_plan
+from loaders.base import LoaderConfig, epoch_plan, normalised
 from loaders.ffcv import torch_threads_kept
 from loaders.ffcv.beton import Beton
 from loaders.ffcv.decoders import OBJECT_MODE_WARNING, SEED, SIDE, CompactToDevice, PlannedCrop
@@ -117,10 +117,8 @@ class FfcvLoader:
 
     def plan(self, epoch: int) -> tuple[list[Step], list[np.ndarray]]:
         """The epoch's steps and the sample ids of each."""
-        cfg = self.cfg
-        order = epoch_order(self.num_samples, cfg.seed, epoch, cfg.rank, cfg.world_size, cfg.shuffle)
-        steps = cfg.policy.plan(epoch, len(order), drop_last=cfg.shuffle)
-        return steps, [ids.astype(np.int64) for ids in split_by_plan(order, steps)]
+        steps, ids = epoch_plan(self.cfg, self.num_samples, epoch)
+        return steps, [i.astype(np.int64) for i in ids]
 
     def compile(self, batches: list[np.ndarray], sides: list[int]) -> float:
         """Run one batch so that numba compiles now (once: sides and batch sizes are not

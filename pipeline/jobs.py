@@ -1,0 +1,193 @@
+"""The jobs: train, finetune, sweep, recalibrate, and fixres (all of them, with one report).
+
+Each takes its configuration (pipeline/options.py), writes its own run folder and returns
+what a caller needs (the folder, or the sweep's rows); pipeline/cli.py maps commands to them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.bn import recalibrate_bn
+from pipeline.console import say
+from pipeline.engine import evaluate, fit
+from pipeline.finetune import finetune_parameters
+from pipeline.fixres import apparent_size_ratio, recommended_test_res
+from pipeline.models import create_model, load_weights
+from pipeline.optim import make_sgd
+from pipeline.options import (CommonConfig, FinetuneConfig, FixResConfig, RecalibrateConfig, SweepConfig, TrainConfig,
+                              parse_resolutions)
+from pipeline.report import fixres_report, sweep_table
+from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
+from pipeline.session import (Session, announce, checkpoint_folder, make_loader, model_from_checkpoint,
+                              prepare_model, resume_or_start, run_folder, start_session)
+from pipeline.sizes import ConstantSize
+from pipeline.stages import stage_result
+
+
+def run_train(cfg: TrainConfig) -> Path:
+    cfg, path, state = resume_or_start(cfg, "train")
+    s = start_session(cfg)
+    run = RunDir(path, s.dist.is_main)
+    announce("train", cfg, run, s)
+    policy = cfg.size_policy()
+    train_loader = make_loader(cfg, s, "train", policy, "rrc", shuffle=True)
+    classes = train_loader.classes
+    last_res = policy.nominal_res(cfg.epochs - 1)
+    eval_res = cfg.eval_res or last_res
+    val_loader = make_loader(cfg, s, "val", ConstantSize(eval_res, cfg.batch_size), "center", False, classes)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, len(classes))
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = prepare_model(model, s)
+    optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
+    meta = {"classes": classes, "model_name": cfg.model, "train_res": last_res, "job": "train"}
+    last = fit(model, train_loader, val_loader, optimizer, cfg, run, s, state, meta)
+    run.write_json("summary.json", {
+        "job": "train", "train_res": last_res, "eval_res": eval_res, "final": last,
+        "train_seconds": sum(m["train_seconds"] for m in run.metrics()),
+        "skipped": {"train": train_loader.skipped, "val": val_loader.skipped}})
+    return path
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    source = load_checkpoint(cfg.checkpoint)
+    test_res = (recommended_test_res(source["train_res"]) if cfg.test_res == "auto"
+                else parse_resolutions(cfg.test_res, source["train_res"])[0])
+    if not cfg.out:
+        cfg = dataclasses.replace(cfg, out=f"{checkpoint_folder(cfg.checkpoint)}-ft{test_res}")
+    cfg, path, state = resume_or_start(cfg, "finetune")
+    s = start_session(cfg)
+    run = RunDir(path, s.dist.is_main)
+    announce("finetune", cfg, run, s)
+    classes = source["classes"]
+    if s.dist.is_main:
+        say(f"FixRes fine-tuning at K_test={test_res} (trained at {source['train_res']}; apparent object "
+            f"size ratio {apparent_size_ratio(source['train_res'], test_res):.2f})")
+    policy = ConstantSize(test_res, cfg.batch_size)
+    # Test DA as the fine-tuning augmentation: the head learns the statistics it will see.
+    train_loader = make_loader(cfg, s, "train", policy, "center", shuffle=True, classes=classes)
+    val_loader = make_loader(cfg, s, "val", policy, "center", shuffle=False, classes=classes)
+
+    model = model_from_checkpoint(state or source, s)
+    finetune_parameters(model)
+    optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
+    meta = {"classes": classes, "model_name": source["model_name"], "train_res": source["train_res"],
+            "test_res": test_res, "job": "finetune", "source": str(cfg.checkpoint)}
+    last = fit(model, train_loader, val_loader, optimizer, cfg, run, s, state, meta)
+    run.write_json("summary.json", {"job": "finetune", "train_res": source["train_res"], "test_res": test_res,
+                                    "final": last, "train_seconds": sum(m["train_seconds"] for m in run.metrics())})
+    return path
+
+
+def run_sweep(cfg: SweepConfig) -> list[dict]:
+    state = load_checkpoint(cfg.checkpoint)
+    s = start_session(cfg)
+    run = RunDir(cfg.out or checkpoint_folder(cfg.checkpoint), s.dist.is_main)  # beside the checkpoint
+    if s.dist.is_main:
+        say(f"== sweep {cfg.checkpoint}\n{json.dumps(asdict(cfg), indent=2)}")
+    classes, train_res = state["classes"], state["train_res"]
+    trained = model_from_checkpoint(state, s)
+    rows = []
+    for res in parse_resolutions(cfg.test_res, train_res):
+        model = trained
+        if cfg.recalibrate_bn:
+            model = copy.deepcopy(trained)
+            recalibrate_at(model, cfg, s, res, cfg.recalibrate_bn, classes)
+        loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, classes)
+        m = evaluate(model, loader, s.precision, s.dist, s.progress, desc=f"sweep {res}")
+        rows.append({"test_res": res, "top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
+                     "apparent_size_ratio": apparent_size_ratio(train_res, res),
+                     "img_per_s": m["images"] / m["seconds"], "images": m["images"],
+                     "recalibrated_batches": cfg.recalibrate_bn})
+        if s.dist.is_main:
+            say(f"K_test {res:4d}  top1 {m['top1']:6.2f}  top5 {m['top5']:6.2f}")
+    bn = f", BN recalibrated on {cfg.recalibrate_bn} batches" if cfg.recalibrate_bn else ""
+    table = sweep_table(rows, title=f"{Path(cfg.checkpoint)} (train {train_res}{bn})")
+    if s.dist.is_main:
+        say(table)
+    name = f"sweep-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "sweep"
+    run.write_json(f"{name}.json", {"checkpoint": str(cfg.checkpoint), "train_res": train_res,
+                                    "config": asdict(cfg), "rows": rows})
+    run.write_text(f"{name}.md", table + "\n")
+    return rows
+
+
+def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int,
+                   classes: list[str]) -> int:
+    """Re-estimate `model`'s BN statistics at side `res` from training images under the
+    test-time augmentation (shuffled, so the batches are a sample of the whole split)."""
+    loader = make_loader(cfg, s, "train", ConstantSize(res, cfg.batch_size), "center", True, classes)
+    seen = recalibrate_bn(model, loader, batches, s.precision, s.dist)
+    if s.dist.is_main:
+        say(f"BN statistics re-estimated at {res} px from {seen} images per process")
+    return seen
+
+
+def run_recalibrate(cfg: RecalibrateConfig) -> Path:
+    """Re-estimate BN statistics at one test side and save the result as a new checkpoint."""
+    state = load_checkpoint(cfg.checkpoint)
+    res = (recommended_test_res(state["train_res"]) if cfg.test_res == "auto"
+           else parse_resolutions(cfg.test_res, state["train_res"])[0])
+    path = Path(cfg.out or f"{checkpoint_folder(cfg.checkpoint)}-bn{res}")
+    claim_run_folder(path, resume=False)
+    s = start_session(cfg)
+    run = RunDir(path, s.dist.is_main)
+    announce("recalibrate", cfg, run, s)
+    model = model_from_checkpoint(state, s)
+    seen = recalibrate_at(model, cfg, s, res, cfg.batches, state["classes"])
+    run.save_checkpoint({**{k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+                         "model": model.state_dict(), "test_res": res, "recalibrated_images": seen,
+                         "source": str(cfg.checkpoint)})
+    run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen,
+                                    "source": str(cfg.checkpoint)})
+    return path
+
+
+def run_fixres(cfg: FixResConfig) -> dict:
+    """Train at K_train, sweep, fine-tune at K_test, sweep again, report. Each finished
+    stage is kept, so running the same command again after an interruption goes on where
+    it stopped."""
+    root = run_folder(cfg, "fixres")
+    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig)}
+    t_train = stage_result(root / "train" / "summary.json", lambda: run_train(TrainConfig(**{
+        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)},
+        "out": str(root / "train"), "resume": (root / "train" / "config.json").exists()})))["train_seconds"]
+    sweep_res = ",".join(map(str, parse_resolutions(cfg.sweep_res, cfg.train_res)))
+    before = sweep_once(root / "train", sweep_res, common)
+    ft_res = pick_finetune_res(cfg, before)
+    ft_dir = root / f"finetune-{ft_res}"
+    t_ft = stage_result(ft_dir / "summary.json", lambda: run_finetune(FinetuneConfig(**{
+        **common, "out": str(ft_dir), "checkpoint": str(root / "train"), "test_res": str(ft_res),
+        "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
+        "resume": (ft_dir / "config.json").exists()})))["train_seconds"]
+    after = sweep_once(ft_dir, sweep_res, common)
+    report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft)
+    say(report["table"])
+    return report
+
+
+def sweep_once(path: Path, test_res: str, common: dict) -> list[dict]:
+    """The sweep of the checkpoint in `path` over `test_res`, unless it was swept so before."""
+    return stage_result(path / "sweep.json", lambda: run_sweep(SweepConfig(
+        **{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res})),
+        valid=lambda done: done["config"]["test_res"] == test_res)["rows"]
+
+
+def pick_finetune_res(cfg: FixResConfig, sweep: list[dict]) -> int:
+    if cfg.finetune_res == "auto":
+        return recommended_test_res(cfg.train_res)
+    if cfg.finetune_res == "best":
+        above = [r for r in sweep if r["test_res"] >= cfg.train_res] or sweep
+        return max(above, key=lambda r: r["top1"])["test_res"]
+    return parse_resolutions(cfg.finetune_res, cfg.train_res)[0]
