@@ -17,7 +17,7 @@ CPU cores used by the whole process tree, and images per CPU-second (what a load
 meaningful even when other jobs share the cores).
 
 Single-core rate: the backend's own work per image on one core, in images per CPU-second: its
-loader with no workers, so reading, decoding, cropping, resizing, flipping and normalising all
+loader with no workers (given a turn right after the loader's own in every round), so reading, decoding, cropping, resizing, flipping and normalising all
 run in the calling thread, one after another, with one torch thread (DALI and FFCV cannot run
 without their engine: one decoding thread). Pipeline efficiency = images per CPU-second
 delivered / single-core rate: the share of the CPU time that goes to the work itself rather
@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=6, help="untimed batches before each timed turn")
     p.add_argument("--steps", type=int, default=16, help="batches per timed turn")
     p.add_argument("--repeats", type=int, default=5, help="rounds: timed turns per loader and cell")
-    p.add_argument("--work-batches", type=int, default=3, help="batches timed for each single-core rate")
+    p.add_argument("--work-batches", type=int, default=2, help="batches per timed turn of the single-core twin")
     p.add_argument("--compare", default=None, help="an earlier loader_throughput.json to compare the ratios with")
     p.add_argument("--device", default="cpu", help="where batches are delivered: cpu, cuda, auto")
     p.add_argument("--amp", default="auto", help="batch dtype as in training: auto, bf16, fp16, off")
@@ -104,70 +104,67 @@ class Cell:
                             dtype=self.dtype, workers=self.args.workers if workers is None else workers)
 
 
-def timed_turn(batches, args, device) -> dict:
-    """One loader's turn in a round: warm-up, then `steps` timed batches."""
-    warm_up(batches, lambda x, y: None, device, args.warmup)
-    reset_gpu_memory(device)
-    with ProcessTreeMonitor() as monitor:
-        start, images = time.perf_counter(), 0
-        for _ in range(args.steps):
-            images += next(batches)[0].shape[0]
-        sync(device)
-        seconds = time.perf_counter() - start
+def timed_turn(batches, warmup: int, steps: int, device, threads: int | None = None) -> dict:
+    """One loader's turn in a round: `warmup` untimed batches, then `steps` timed ones (with
+    `threads` torch threads if given)."""
+    kept = torch.get_num_threads()
+    torch.set_num_threads(threads or kept)
+    try:
+        warm_up(batches, lambda x, y: None, device, warmup)
+        reset_gpu_memory(device)
+        with ProcessTreeMonitor() as monitor:
+            start, images = time.perf_counter(), 0
+            for _ in range(steps):
+                images += next(batches)[0].shape[0]
+            sync(device)
+            seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(kept)
     return {"images": images, "seconds": seconds, "cpu_seconds": monitor.cpu_seconds,
             "peak_mem_mb": monitor.result()["peak_mem_mb"], "gpu_mem_mb": gpu_memory_mb(device)}
 
 
-def interleaved(loaders: dict, args, device, bar) -> dict[str, list[dict]]:
-    """Each loader's timed turns, `repeats` rounds of every loader in rotating order."""
+def interleaved(loaders: dict, single: dict, args, device, bar) -> tuple[dict, dict]:
+    """Timed turns of each loader and of its single-core twin (`single`), `repeats` rounds of
+    every backend in rotating order."""
     streams = {label: endless(loader) for label, loader in loaders.items()}
-    turns = {label: [] for label in loaders}
+    single_streams = {label: endless(loader) for label, loader in single.items()}
+    turns, single_turns = {label: [] for label in loaders}, {label: [] for label in loaders}
     labels = list(loaders)
     for r in range(args.repeats):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
             bar.set_postfix_str(f"round {r + 1}/{args.repeats} {label}")
-            turns[label].append(timed_turn(streams[label], args, device))
-    return turns
-
-
-def work_rate(cell: Cell, variant, args) -> float:
-    """Single-core images per CPU-second: the backend's loader with no workers (its whole work in
-    the calling thread; DALI and FFCV: one decoding thread) and one torch thread."""
-    loader, _ = cell.open(variant, workers=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        batches = endless(loader)
-        warm_up(batches, lambda x, y: None, cell.device, 1)
-        with ProcessTreeMonitor() as monitor:
-            images = sum(next(batches)[0].shape[0] for _ in range(args.work_batches))
-            sync(cell.device)
-    finally:
-        torch.set_num_threads(threads)
-    return images / max(monitor.cpu_seconds, 1e-9)
+            turns[label].append(timed_turn(streams[label], args.warmup, args.steps, device))
+            single_turns[label].append(timed_turn(single_streams[label], args.warmup, args.work_batches, device, 1))
+    return turns, single_turns
 
 
 def cell_rows(cell: Cell, variants, bar) -> tuple[list[dict], dict[str, str]]:
+    """Every backend's row at this cell. Single-core rate: the backend's loader with no workers
+    (its whole work in the calling thread; DALI and FFCV: one decoding thread) and one torch
+    thread, timed in the same rounds."""
     chosen = {REFERENCE: None, **{v.label: v for v in variants}}
-    loaders, skipped = {}, {}
+    loaders, single, skipped = {}, {}, {}
     for label, variant in chosen.items():
-        loaders[label], why = cell.open(variant)
-        if loaders[label] is None:
-            skipped[label] = loaders.pop(label) or why
-    turns = interleaved(loaders, cell.args, cell.device, bar)
-    del loaders
-    gc.collect()  # shuts the workers down before the single-core runs and the next cell
-    return [summary(label, cell, turns[label], turns[REFERENCE], work_rate(cell, chosen[label], cell.args))
-            for label in turns], skipped
+        loader, why = cell.open(variant)
+        if loader is None:
+            skipped[label] = why
+        else:
+            loaders[label], single[label] = loader, cell.open(variant, workers=0)[0]
+    turns, single_turns = interleaved(loaders, single, cell.args, cell.device, bar)
+    del loaders, single
+    gc.collect()  # shuts the workers down before the next cell opens its own
+    return [summary(label, cell, turns[label], turns[REFERENCE], single_turns[label]) for label in turns], skipped
 
 
-def summary(label: str, cell: Cell, turns: list[dict], reference: list[dict], rate: float) -> dict:
+def summary(label: str, cell: Cell, turns: list[dict], reference: list[dict], single: list[dict]) -> dict:
     ips = [t["images"] / t["seconds"] for t in turns]
     ipc = [t["images"] / max(t["cpu_seconds"], 1e-9) for t in turns]
     ref_ips = [t["images"] / t["seconds"] for t in reference]
     ref_ipc = [t["images"] / max(t["cpu_seconds"], 1e-9) for t in reference]
     images, seconds, cpu = (sum(t[k] for t in turns) for k in ("images", "seconds", "cpu_seconds"))
     per_cpu_s = images / max(cpu, 1e-9)
+    rate = sum(t["images"] for t in single) / max(sum(t["cpu_seconds"] for t in single), 1e-9)
     return {"backend": label, "split": cell.split, "res": cell.res, "img_per_s": spread(ips),
             "ratio": spread([a / b for a, b in zip(ips, ref_ips)]),
             "cpu_ratio": spread([a / b for a, b in zip(ipc, ref_ipc)]),

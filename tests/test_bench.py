@@ -98,11 +98,13 @@ class Recorded:
 
 def test_backends_take_turns_in_rotating_order():
     log = []
-    args = loader_throughput.parse_args(["--warmup", "1", "--steps", "2", "--repeats", "3"])
-    turns = loader_throughput.interleaved({n: Recorded(n, log) for n in "abc"}, args, torch.device("cpu"),
-                                          type("Bar", (), {"set_postfix_str": lambda self, s: None})())
-    assert log == list("aaabbbccc" "bbbcccaaa" "cccaaabbb")
+    args = loader_throughput.parse_args(["--warmup", "1", "--steps", "2", "--repeats", "3", "--work-batches", "1"])
+    turns, single = loader_throughput.interleaved(
+        {n: Recorded(n, log) for n in "abc"}, {n: Recorded(n.upper(), log) for n in "abc"}, args,
+        torch.device("cpu"), type("Bar", (), {"set_postfix_str": lambda self, s: None})())
+    assert "".join(log) == "aaaAAbbbBBcccCC" "bbbBBcccCCaaaAA" "cccCCaaaAAbbbBB"
     assert all(len(t) == 3 and all(x["images"] == 2 for x in t) for t in turns.values())
+    assert all(len(t) == 3 and all(x["images"] == 1 for x in t) for t in single.values())
 
 
 def test_train_benchmark(tiny_data, tmp_path):
