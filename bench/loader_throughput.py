@@ -17,9 +17,10 @@ CPU cores used by the whole process tree, and images per CPU-second (what a load
 meaningful even when other jobs share the cores).
 
 Single-core rate: the backend's own work per image on one core, in images per CPU-second: its
-loader with no workers (given a turn right after the loader's own in every round), so reading, decoding, cropping, resizing, flipping and normalising all
-run in the calling thread, one after another, with one torch thread (DALI and FFCV cannot run
-without their engine: one decoding thread). Pipeline efficiency = images per CPU-second
+loader with no workers (given a turn right after the loader's own in every round), so reading,
+decoding, cropping, resizing, flipping and normalising all run in the calling thread, one after
+another, with one torch thread (DALI and FFCV cannot run without their engine: one decoding
+thread). Pipeline efficiency = images per CPU-second
 delivered / single-core rate: the share of the CPU time that goes to the work itself rather
 than to moving batches between processes, scheduling and waiting. On a machine shared with
 other jobs, the work itself also slows down when run in parallel (caches, memory bandwidth), and
@@ -45,9 +46,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench.common import (ProcessTreeMonitor, add_output_arguments, default_variants, endless, gpu_memory_mb,
-                          open_variant, parse_ints, parse_variant, reset_gpu_memory, spread, style, sync, warm_up,
-                          write_results)
+from bench.common import (
+    ProcessTreeMonitor,
+    add_output_arguments,
+    default_variants,
+    endless,
+    gpu_memory_mb,
+    open_variant,
+    parse_ints,
+    parse_variant,
+    reset_gpu_memory,
+    spread,
+    style,
+    sync,
+    warm_up,
+    write_results,
+)
 from bench.reference import TorchvisionReference
 from pipeline.console import progress_enabled, say
 from pipeline.precision import resolve_device, resolve_precision

@@ -28,7 +28,6 @@ from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefolder import ImageIndex
 from loaders.plan import BatchTask, plan_epoch
 
-
 PREFETCH_PER_WORKER = 2  # batches in flight per worker, as DataLoader's default prefetch_factor
 DCT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg can apply while decoding (Image.draft)
 JPEG_SOI = b"\xff\xd8"

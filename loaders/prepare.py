@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from loaders.imagefolder import BadDataError, scan_image_folder
 from loaders.stored_size import split_max_side
-from pipeline.console import progress_enabled
+from pipeline.console import progress_enabled, run_or_exit
 
 FORMAT = "lowres-prepared/1"
 PARTIAL = ".partial"
@@ -161,11 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bars (off when not a terminal or when CI is set)")
     args = parser.parse_args(argv)
-    try:
-        return prepare(args)
-    except (ValueError, OSError) as e:  # BadDataError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_or_exit(prepare, args)
 
 
 if __name__ == "__main__":

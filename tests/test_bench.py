@@ -76,7 +76,8 @@ def test_loader_benchmark(tiny_data, tmp_path):
     assert path.with_suffix(".png").stat().st_size > 0 and "| torchvision |" in path.with_suffix(".md").read_text()
     again = json.loads(loader_throughput.main([
         "--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "2",
-        "--repeats", "2", "--backends", "pil", "--splits", "train", "--compare", str(path), *quiet(tmp_path)]).read_text())
+        "--repeats", "2", "--backends", "pil", "--splits", "train", "--compare", str(path),
+        *quiet(tmp_path)]).read_text())
     assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
 
 

@@ -10,14 +10,13 @@ smallest longer side that serves training at K and the default sweep's test side
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.write import WRITE_MODES, WriterSettings, write_beton
 from loaders.imagefolder import scan_image_folder
 from loaders.stored_size import split_max_side
-from pipeline.console import progress_enabled
+from pipeline.console import progress_enabled, run_or_exit
 
 
 def split_settings(args, split: str) -> WriterSettings:
@@ -72,11 +71,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.for_res < 0:
         parser.error(f"--for-res must be positive, got {args.for_res}")
     require_ffcv()
-    try:
-        return write(args)
-    except (ValueError, OSError) as e:  # BadDataError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_or_exit(write, args)
 
 
 if __name__ == "__main__":
