@@ -53,6 +53,7 @@ class LoaderConfig:
     dtype: torch.dtype = torch.float32
     seed: int = 0
     workers: int = 2
+    worker_threads: bool = True  # pil, nvjpeg: workers are threads of this process (false: processes)
     rank: int = 0
     world_size: int = 1
     classes: list[str] | None = None  # map folders onto this list (eval uses train's classes)
@@ -65,6 +66,7 @@ class LoaderConfig:
     reduced_decode: bool = True  # pil: decode JPEGs at the smallest DCT scale covering the crop
     repeats: int = 1  # repeated augmentation (shuffled epochs): each image this many times, in other crops
     color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - x, 1 + x]
+    turbo_decode: bool = True  # pil: JPEGs decoded by libjpeg-turbo through simplejpeg (false: through Pillow)
 
     def __post_init__(self):
         if self.augment not in AUGMENTATIONS:
@@ -147,7 +149,13 @@ def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtyp
     NHWC storage viewed as NCHW *is* channels-last, so no copy is needed for the layout;
     the uint8 transfer moves a quarter of the bytes of a float one.
     """
-    return normalised(images.to(device, non_blocking=True).permute(0, 3, 1, 2), dtype, jitter)
+    images = images.to(device, non_blocking=True)
+    if jitter is not None:
+        return normalised(images.permute(0, 3, 1, 2), dtype, jitter)
+    mean, inv_std = normalisation(device, dtype)
+    # Normalised in NHWC, where the channel is the innermost dimension: a third less CPU time
+    # than broadcasting over the NCHW view's strided channels.
+    return images.to(dtype).sub_(mean.view(3)).mul_(inv_std.view(3)).permute(0, 3, 1, 2)
 
 
 def normalised(images: torch.Tensor, dtype: torch.dtype,

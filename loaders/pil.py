@@ -1,24 +1,38 @@
-"""Pillow backend: ImageFolder JPEGs decoded by Pillow in worker processes.
+"""Pillow backend: ImageFolder JPEGs decoded by Pillow in worker threads (or processes).
 
 The main process plans the epoch (order, sizes, crop boxes, flips, colour jitter); each worker turns one
 planned batch into a uint8 NHWC array. Workers are pure functions of their task, so they
 persist across epochs and the result does not depend on how many there are. Normalisation
 and the channels-last layout happen on the device, on a quarter of the bytes.
+
+Workers are threads of the main process by default: Pillow releases the GIL while it decodes
+and resamples, which is nearly all of a worker's time, so threads use the cores as processes
+do, and a batch reaches the trainer without being sent between processes (DataLoader worker
+processes pass each batch through shared memory and a pipe, and the main process unpickles
+it: at 128 px that cost about a fifth of the delivered rate on two cores, see README).
 """
 from __future__ import annotations
 
+import io
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.base import LoaderConfig, to_model_input
-from loaders.imagefile import ImageTooLarge, open_image
+from loaders.imagefile import ImageTooLarge, encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.plan import BatchTask, plan_epoch
 
-
+PREFETCH_PER_WORKER = 2  # batches in flight per worker, as DataLoader's default prefetch_factor
 DCT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg can apply while decoding (Image.draft)
+JPEG_SOI = b"\xff\xd8"
+TURBO_COLORSPACES = ("Gray", "YCbCr", "RGB")  # simplejpeg converts these to RGB as Pillow does
 
 
 def dct_scale(box_w: float, box_h: float, res: int) -> int:
@@ -28,7 +42,7 @@ def dct_scale(box_w: float, box_h: float, res: int) -> int:
     return next((s for s in DCT_SCALES if side / s >= res), 1)
 
 
-def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
+def decode_crop(path: str, box, res: int, reduce: bool = True, turbo: bool = True) -> np.ndarray:
     """(res, res, 3) uint8: the box of the image resampled to res x res (bilinear, antialiased).
 
     Resizing with `box` resamples only the region and reads the pixels just outside it as
@@ -36,40 +50,69 @@ def decode_crop(path: str, box, res: int, reduce: bool = True) -> np.ndarray:
     decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the box at res x res:
     the IDCT then does part of the downscaling for a fraction of the decoding work.
     """
+    x, y, w, h = (float(v) for v in box)
     try:
-        with open_image(path) as img:  # refuses a decompression bomb: the file may have changed since the scan
-            x, y, w, h = (float(v) for v in box)
-            scale = dct_scale(w, h, res) if reduce else 1
-            full_width = img.width
-            drafted = img.draft("RGB", (img.width // scale, img.height // scale)) if scale > 1 else None
-            if drafted is not None:  # None: not a JPEG, decoded at full size
-                f = drafted[1][2] / full_width  # draft gives the full image's extent in decoded pixels
-                x, y, w, h = x * f, y * f, w * f, h * f
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            out = img.resize((res, res), Image.BILINEAR, box=(x, y, x + w, y + h))
-            return np.asarray(out)
+        img, f = decoded(path, dct_scale(w, h, res) if reduce else 1, turbo)
+        return np.asarray(img.resize((res, res), Image.BILINEAR, box=(x * f, y * f, (x + w) * f, (y + h) * f)))
     except ImageTooLarge:  # names the file already
         raise
     except OSError as e:
         raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from e
 
 
+def decoded(path: str, scale: int, turbo: bool = True) -> tuple[Image.Image, float]:
+    """The image in RGB, decoded at 1/scale of its size where the format allows (JPEG), and the
+    factor from source to decoded pixel coordinates."""
+    with open(path, "rb") as f:
+        data = f.read()
+    encoded_header(data, path)  # refuses a decompression bomb: the file may have changed since the scan
+    return (turbo and turbo_decoded(data, scale)) or pillow_decoded(data, scale)
+
+
+def turbo_decoded(data: bytes, scale: int) -> tuple[Image.Image, float] | None:
+    """libjpeg-turbo through simplejpeg: the same pixels as Pillow's decoder (also libjpeg-turbo)
+    for about a tenth less CPU time per crop. None where Pillow decodes instead: not a JPEG,
+    CMYK, over Pillow's pixel limit (Pillow enforces it), or anything libjpeg complains about
+    (Pillow tolerates its warnings, and names real errors)."""
+    if not data.startswith(JPEG_SOI):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in TURBO_COLORSPACES or width * height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+            return None
+        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-height // scale), min_width=-(-width // scale))
+    except ValueError:
+        return None
+    return Image.fromarray(pixels), 1 / scale
+
+
+def pillow_decoded(data: bytes, scale: int) -> tuple[Image.Image, float]:
+    img = Image.open(io.BytesIO(data))
+    full_width = img.width
+    drafted = img.draft("RGB", (img.width // scale, img.height // scale)) if scale > 1 else None
+    # draft gives the full image's extent in decoded pixels; None: not a JPEG, decoded at full size
+    f = drafted[1][2] / full_width if drafted is not None else 1.0
+    return img.convert("RGB") if img.mode != "RGB" else img, f
+
+
 class PlannedBatches(Dataset):
     """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,), colour-jitter factors
     (B, 3) or None)."""
 
-    def __init__(self, index: ImageIndex, reduce: bool = True):
+    def __init__(self, index: ImageIndex, reduce: bool = True, turbo: bool = True, pin: bool = False):
         self.paths = index.paths
         self.labels = torch.from_numpy(index.labels)
-        self.reduce = reduce
+        self.reduce, self.turbo = reduce, turbo
+        self.pin = pin  # worker threads feeding a GPU write straight into pinned memory: the copy is asynchronous
 
     def __getitem__(self, task: BatchTask):
-        out = np.empty((len(task.indices), task.res, task.res, 3), dtype=np.uint8)
+        images = torch.empty((len(task.indices), task.res, task.res, 3), dtype=torch.uint8, pin_memory=self.pin)
+        out = images.numpy()
         for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.flips)):
-            img = decode_crop(self.paths[i], box, task.res, self.reduce)
+            img = decode_crop(self.paths[i], box, task.res, self.reduce, self.turbo)
             out[slot] = img[:, ::-1] if flip else img
-        return torch.from_numpy(out), self.labels[torch.from_numpy(task.indices)], task.jitter
+        labels = self.labels[torch.from_numpy(task.indices)]
+        return images, labels.pin_memory() if self.pin else labels, task.jitter
 
 
 class EpochTasks(Sampler):
@@ -86,23 +129,50 @@ class EpochTasks(Sampler):
         return len(self.tasks)
 
 
+class ThreadedBatches:
+    """`make[task]` for each task of `tasks`, in order, run by a pool of threads that keeps
+    `ahead` batches in flight; with no threads, made in the caller's thread on demand."""
+
+    def __init__(self, make: Dataset, tasks: EpochTasks, threads: int, ahead: int):
+        self.make, self.tasks, self.ahead = make, tasks, ahead
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="pil-worker") if threads else None
+
+    def __iter__(self):
+        if self.pool is None:
+            yield from (self.make[task] for task in self.tasks)
+            return
+        todo = iter(self.tasks)
+        pending = deque(self.pool.submit(self.make.__getitem__, task) for task in islice(todo, self.ahead))
+        while pending:
+            batch = pending.popleft().result()
+            pending.extend(self.pool.submit(self.make.__getitem__, task) for task in islice(todo, 1))
+            yield batch
+
+
 class PilLoader:
     def __init__(self, cfg: LoaderConfig, index: ImageIndex):
         self.cfg = cfg
         self.index = index
         self.classes = index.classes
-        self.summary = f"pil: {index.report()}"
+        self.summary = f"pil, {cfg.workers} worker {'threads' if cfg.worker_threads else 'processes'}: {index.report()}"
         self.skipped = index.skipped_counts()
         self.sampler = EpochTasks()
-        self.loader = DataLoader(
-            self.batch_maker(), sampler=self.sampler, batch_size=None,
-            num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-            pin_memory=cfg.device.type == "cuda")
+        self.loader = self.batches()
         self.set_epoch(0)
+
+    def batches(self):
+        """Iterable over the epoch's made batches: a thread pool, or DataLoader worker processes."""
+        if self.cfg.worker_threads:
+            return ThreadedBatches(self.batch_maker(), self.sampler, self.cfg.workers,
+                                   ahead=PREFETCH_PER_WORKER * max(self.cfg.workers, 1))
+        return DataLoader(self.batch_maker(), sampler=self.sampler, batch_size=None, num_workers=self.cfg.workers,
+                          persistent_workers=self.cfg.workers > 0, prefetch_factor=PREFETCH_PER_WORKER
+                          if self.cfg.workers else None, pin_memory=self.cfg.device.type == "cuda")
 
     def batch_maker(self) -> Dataset:
         """What the workers run on each planned batch (the nvjpeg backend swaps in its own)."""
-        return PlannedBatches(self.index, self.cfg.reduced_decode)
+        pin = self.cfg.device.type == "cuda" and self.cfg.worker_threads  # DataLoader pins for processes
+        return PlannedBatches(self.index, self.cfg.reduced_decode, self.cfg.turbo_decode, pin)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.tasks = plan_epoch(self.cfg, self.index, epoch)

@@ -90,9 +90,42 @@ def test_loader_benchmark(tiny_data, tmp_path):
     assert {"torchvision", "pil", "nvjpeg"} <= measured and not measured & set(result["skipped"])
     assert {r["split"] for r in result["rows"]} == {"train", "eval"}
     for r in result["rows"]:
-        assert r["img_per_s"]["median"] > 0 and len(r["img_per_s"]["values"]) == 2 and r["peak_mem_mb"] > 0
-        assert r["backend"] != "torchvision" or r["ratio_to_reference"] == 1.0
+        assert r["img_per_s"]["median"] > 0 and len(r["img_per_s"]["values"]) == 2 and r["tree_peak_mem_mb"] > 0
+        assert r["single_core_rate"] > 0 and r["efficiency"] == r["img_per_cpu_s"] / r["single_core_rate"]
+        assert r["backend"] != "torchvision" or r["ratio_to_reference"] == r["cpu_ratio_to_reference"] == 1.0
     assert path.with_suffix(".png").stat().st_size > 0 and "| torchvision |" in path.with_suffix(".md").read_text()
+    again = json.loads(loader_throughput.main([
+        "--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "2",
+        "--repeats", "2", "--backends", "pil", "--splits", "train", "--compare", str(path),
+        *quiet(tmp_path)]).read_text())
+    assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
+
+
+class Recorded:
+    """A loader of numbered one-image batches that records which loader made each batch."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def set_epoch(self, epoch):
+        pass
+
+    def __iter__(self):
+        import torch
+        for _ in range(4):
+            self.log.append(self.name)
+            yield torch.zeros(1), torch.zeros(1)
+
+
+def test_backends_take_turns_in_rotating_order():
+    log = []
+    args = loader_throughput.parse_args(["--warmup", "1", "--steps", "2", "--repeats", "3", "--work-batches", "1"])
+    turns, single = loader_throughput.interleaved(
+        {n: Recorded(n, log) for n in "abc"}, {n: Recorded(n.upper(), log) for n in "abc"}, args,
+        torch.device("cpu"), type("Bar", (), {"set_postfix_str": lambda self, s: None})())
+    assert "".join(log) == "aaaAAbbbBBcccCC" "bbbBBcccCCaaaAA" "cccCCaaaAAbbbBB"
+    assert all(len(t) == 3 and all(x["images"] == 2 for x in t) for t in turns.values())
+    assert all(len(t) == 3 and all(x["images"] == 1 for x in t) for t in single.values())
 
 
 def test_train_benchmark(tiny_data, tmp_path):

@@ -40,8 +40,8 @@ def targets(*names):
 
 
 def open_loader(data, backend, device, dtype, **kw):
-    """A loader delivering to `device` in `dtype` (worker processes on the GPU, where the pinned
-    copy runs in DataLoader's thread), or a skip when the backend's library is missing here."""
+    """A loader delivering to `device` in `dtype` (two workers on the GPU, whose batches are
+    pinned), or a skip when the backend's library is missing here."""
     try:
         return make(data, backend, device=torch.device(device), dtype=dtype, workers=2 if device == "cuda" else 0,
                     **kw)
@@ -105,7 +105,7 @@ def test_pixels_agree_with_the_cpu_path(tiny_data, backend, augment, device, dty
 def test_pil_host_batches_are_pinned_on_cuda(tiny_data, device, dtype):
     """Pinned host memory is what makes the uint8 copy to the GPU asynchronous."""
     loader = open_loader(tiny_data, "pil", device, dtype)
-    images, labels = next(iter(loader.loader))  # the host batch, before it moves to the device
+    images, labels, _ = next(iter(loader.loader))  # the host batch, before it moves to the device
     assert images.is_pinned() == labels.is_pinned() == (device == "cuda")
 
 

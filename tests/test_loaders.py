@@ -60,10 +60,12 @@ def test_resolution_change_between_epochs_takes_effect(tiny_data, backend):
     assert {x.shape[-1] for x, _ in loader} == {64}
 
 
-def test_pil_result_does_not_depend_on_worker_count(tiny_data):
+def test_pil_result_does_not_depend_on_workers_or_jpeg_decoder(tiny_data):
     one = batches(make(tiny_data, "pil", workers=0))
-    two = batches(make(tiny_data, "pil", workers=2))
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(one, two))
+    for kw in ({"workers": 2}, {"workers": 2, "worker_threads": False}, {"workers": 1}, {"turbo_decode": False}):
+        other = batches(make(tiny_data, "pil", **kw))
+        assert len(other) == len(one)
+        assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(one, other)), kw
 
 
 def test_pil_eval_equals_torchvision_resize_centercrop(tiny_data):

@@ -1,12 +1,14 @@
 """Resolution-aware Pillow decoding: decoding at a reduced DCT scale must give the crop a full
 decode gives, up to resampling noise, with the same geometry."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
-from loaders.pil import dct_scale, decode_crop
+from loaders.pil import dct_scale, decode_crop, pillow_decoded, turbo_decoded
 from pipeline.transforms import center_crop_boxes, random_resized_crop_boxes
 
 
@@ -71,3 +73,42 @@ def test_decode_refuses_a_decompression_bomb(tmp_path):
     Image.new("L", (14000, 14000), 128).save(path, format="JPEG", quality=1)
     with pytest.raises(ImageTooLarge, match=r"bomb.JPEG: decompression bomb"):
         decode_crop(str(path), (0, 0, 64, 64), 32)
+def jpeg_bytes(mode: str, size=(150, 110)) -> bytes:
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_turbo_decode_gives_pillows_pixels_and_scale(mode, scale):
+    data = jpeg_bytes(mode)
+    (turbo, f_turbo), (pillow, f_pillow) = turbo_decoded(data, scale), pillow_decoded(data, scale)
+    assert f_turbo == f_pillow == 1 / scale
+    assert turbo.mode == pillow.mode == "RGB" and turbo.size == pillow.size
+    assert np.array_equal(np.asarray(turbo), np.asarray(pillow))
+
+
+def test_pillow_decodes_what_turbo_leaves(monkeypatch):
+    assert turbo_decoded(jpeg_bytes("CMYK"), 2) is None  # Pillow undoes Adobe's inverted CMYK
+    assert turbo_decoded(b"\x89PNG\r\n", 1) is None
+    assert turbo_decoded(jpeg_bytes("RGB")[:300], 1) is None  # truncated: Pillow names the error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 110 // 3)
+    assert turbo_decoded(jpeg_bytes("RGB"), 1) is None  # over the limit: Pillow enforces it
+
+
+def test_decode_crop_refuses_images_over_the_pixel_limit(tmp_path, monkeypatch):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg_bytes("RGB"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 110 // 3)
+    with pytest.raises(Image.DecompressionBombError):
+        decode_crop(str(path), (0, 0, 100, 100), 32)
+
+
+def test_truncated_jpeg_error_names_the_file(tmp_path):
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes("RGB")[:300])
+    with pytest.raises(OSError, match="cut.jpg"):
+        decode_crop(str(path), (0, 0, 100, 100), 32)

@@ -5,7 +5,7 @@
 writes DIR/train.beton and DIR/val.beton (each with its class map, <split>.beton.json);
 `train.py --loader ffcv --data DIR` then reads them. --for-res K stores each split at the
 smallest longer side that serves training at K and the default sweep's test sides
-(loaders/ffcv/write.py states the rule); --max-resolution N stores every split at N.
+(loaders/stored_size.py states the rule); --max-resolution N stores every split at N.
 """
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import argparse
 from pathlib import Path
 
 from loaders.ffcv import require_ffcv
-from loaders.ffcv.write import WRITE_MODES, WriterSettings, eval_max_side, train_max_side, write_beton
+from loaders.ffcv.write import WRITE_MODES, WriterSettings, write_beton
 from loaders.imagefolder import scan_image_folder
+from loaders.stored_size import split_max_side
 from pipeline.console import progress_enabled, run_command
-from pipeline.fixres import sweep_resolutions
 
 
 def split_settings(args, split: str) -> WriterSettings:
     side = args.max_resolution or None
     if args.for_res:
-        side = train_max_side(args.for_res) if split == "train" else eval_max_side(max(sweep_resolutions(args.for_res)))
+        side = split_max_side(split, args.for_res)
     return WriterSettings(max_resolution=side, write_mode=args.write_mode, jpeg_quality=args.jpeg_quality,
                           compress_probability=args.compress_probability, smart_threshold=args.smart_threshold)
 

@@ -9,7 +9,6 @@ writer processes cannot report a decoder error, they die and leave the writer wa
 from __future__ import annotations
 
 import json
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -20,19 +19,15 @@ import numpy as np
 
 from loaders.imagefile import open_image
 from loaders.imagefolder import ImageIndex
-from pipeline.fixres import expected_roc_scale
-from pipeline.transforms import CenterCropSpec
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 FORMAT = "lowres-ffcv/1"
-PHOTO_ASPECT = 4 / 3  # max_resolution bounds the longer side; photos are mostly 4:3
-SIDE_STEP = 32
 
 
 @dataclass(frozen=True)
 class WriterSettings:
     """RGBImageField's options. The default stores JPEG q90 at most 512 px on the longer side,
-    about FFCV's ImageNet recipe (500 px, q90); `preset` is the resolution-aware choice."""
+    about FFCV's ImageNet recipe (500 px, q90); loaders/stored_size.py has the resolution-aware choice."""
 
     max_resolution: int | None = 512  # longer side stored (downscaled only); None keeps it
     write_mode: str = "jpg"  # raw pixels, JPEG, smart (JPEG above smart_threshold bytes), proportion
@@ -51,30 +46,6 @@ class WriterSettings:
             raise ValueError(f"compress probability must be in [0, 1], got {self.compress_probability}")
         if self.write_mode == "smart" and not self.smart_threshold:
             raise ValueError("write mode smart needs a smart threshold (bytes of raw pixels)")
-
-
-def round_up(value: float, step: int = SIDE_STEP) -> int:
-    return int(math.ceil(value / step)) * step
-
-
-def train_max_side(train_res: int) -> int:
-    """Longer side to store for RandomResizedCrop training at `train_res`.
-
-    Rule: the shorter side is K_train / F, F = E[sigma] = 0.708 the mean side share of the
-    crop (pipeline/fixres.py), so the average crop is decoded at K_train pixels or more and
-    only crops smaller than average are upsampled (by at most 0.708 / sqrt(0.08) = 2.5x);
-    times 4/3 for the longer side. 128 -> 256, 224 -> 448: a 128-px run decodes a quarter
-    of the pixels of FFCV's 500-px recipe. The same side is also the FixRes test image
-    (K_test / 0.875 with K_test from the apparent-size rule), so the fine-tuning at K_test
-    reads no upsampled pixels either.
-    """
-    return round_up(PHOTO_ASPECT * train_res / expected_roc_scale())
-
-
-def eval_max_side(test_res: int, spec: CenterCropSpec = CenterCropSpec()) -> int:
-    """Longer side to store for the test transform at `test_res` (shorter side resized to
-    K_test / 0.875): the centre crop then never reads upsampled pixels."""
-    return round_up(PHOTO_ASPECT * spec.resize_side(test_res))
 
 
 def class_map_path(beton: Path) -> Path:

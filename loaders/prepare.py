@@ -1,0 +1,167 @@
+"""Write a resolution-aware copy of an ImageNet-layout data set for the ImageFolder backends
+(pil, dali, nvjpeg), as the .beton preset does for ffcv:
+
+    python -m loaders.prepare --data ROOT --out DIR --for-res 128
+
+DIR/<split>/<class>/<file> then holds every image of ROOT/<split> under the same name, stored
+at a longer side of at most the rule's side for the split (loaders/stored_size.py: train at
+256 px for a 128-px run, val for the default test sweep). Larger images are downscaled
+(Lanczos) and written as JPEG at --jpeg-quality (default 90, FFCV's recipe); images already
+small enough are copied byte for byte. Each split is scanned first like every loader's input,
+so a bad file stops the command with its name, or with --skip-bad is left out and counted in
+DIR/prepared.json.
+
+Each file is written under a temporary name and renamed, so a file that exists in DIR is
+complete: a killed run leaves no half-written image, and running the same command again
+carries on where it stopped (DIR/prepared.json records the settings; other settings into the
+same DIR are refused). A split is complete when prepared.json lists it under "complete".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from loaders.imagefolder import BadDataError, scan_image_folder
+from loaders.stored_size import split_max_side
+from pipeline.console import progress_enabled, run_command
+
+FORMAT = "lowres-prepared/1"
+PARTIAL = ".partial"
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    for_res: int
+    jpeg_quality: int = 90
+
+    def __post_init__(self):
+        if self.for_res <= 0:
+            raise ValueError(f"--for-res must be positive, got {self.for_res}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}")
+
+
+def store(src: str, dst: str, side: int, quality: int) -> tuple[str, str | None]:
+    """Write `src` to `dst` at a longer side of at most `side`; ("resized" | "copied" | "done", None),
+    or (src, problem) when the image cannot be decoded."""
+    if os.path.exists(dst):
+        return "done", None
+    tmp = f"{dst}.{os.getpid()}{PARTIAL}"
+    try:
+        with Image.open(src) as img:
+            if max(img.size) <= side:
+                shutil.copyfile(src, tmp)
+                outcome = "copied"
+            else:
+                scale = side / max(img.size)
+                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                img.draft("RGB", (2 * size[0], 2 * size[1]))  # a reduced DCT decode, still 2x oversampled
+                img.convert("RGB").resize(size, Image.LANCZOS).save(tmp, format="JPEG", quality=quality)
+                outcome = "resized"
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        return src, f"unreadable image ({e})"
+    os.replace(tmp, dst)
+    return outcome, None
+
+
+def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, classes, args) -> dict:
+    index = scan_image_folder(root, classes, args.check, args.skip_bad, progress=progress_enabled(args.progress))
+    for name in index.classes:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"*/*{PARTIAL}"):  # a killed run's unfinished files
+        stale.unlink()
+    jobs = [(p, str(out / Path(p).relative_to(root))) for p in index.paths]
+    work = partial(store_job, side=side, quality=settings.jpeg_quality)
+    bar = dict(total=len(jobs), desc=f"prepare {root.name}", unit="img", disable=not progress_enabled(args.progress))
+    counts, bad = Counter(), []
+    with Pool(max(args.workers, 1)) as pool:
+        for outcome, problem in tqdm(pool.imap_unordered(work, jobs, chunksize=16), **bar):
+            if problem:
+                bad.append((outcome, problem))
+            else:
+                counts[outcome] += 1
+    if bad and not args.skip_bad:
+        listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
+        raise BadDataError(f"{len(bad)} image(s) under {root} could not be decoded:\n{listing}\n"
+                           "Remove them, or pass --skip-bad to leave them out (they are counted).")
+    skipped = {why: len(p) for why, p in index.skipped.items()}
+    if bad:
+        skipped["unreadable image"] = skipped.get("unreadable image", 0) + len(bad)
+    return {"classes": index.classes, "max_side": side, "images": dict(counts), "skipped": skipped}
+
+
+def store_job(job: tuple[str, str], side: int, quality: int):
+    return store(*job, side=side, quality=quality)
+
+
+def read_manifest(path: Path, settings: PrepareSettings, source: str) -> dict:
+    """The manifest of an earlier run into the same folder, or a new one; a run with other
+    settings or another source is refused rather than mixed in."""
+    if not path.is_file():
+        return {"format": FORMAT, "source": source, "settings": asdict(settings), "complete": {}}
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT or manifest.get("settings") != asdict(settings) \
+            or manifest.get("source") != source:
+        raise BadDataError(f"{path.parent} holds a copy prepared from {manifest.get('source')} with "
+                           f"{manifest.get('settings')}, not {source} with {asdict(settings)}: use another --out")
+    return manifest
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_name(path.name + PARTIAL)
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare(args) -> dict:
+    settings = PrepareSettings(args.for_res, args.jpeg_quality)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "prepared.json"
+    manifest = read_manifest(manifest_path, settings, str(Path(args.data).resolve()))
+    write_manifest(manifest_path, manifest)
+    classes = None
+    for split in args.splits.split(","):
+        side = split_max_side(split, settings.for_res)
+        done = prepare_split(Path(args.data) / split, out / split, side, settings, classes, args)
+        classes = classes or done["classes"]  # later splits use the first split's labels
+        print(f"{split}: longer side <= {side} px, JPEG q{settings.jpeg_quality}: "
+              f"{', '.join(f'{n} {k}' for k, n in sorted(done['images'].items()))}"
+              f"{''.join(f'; skipped {n} {why}' for why, n in done['skipped'].items())} -> {out / split}", flush=True)
+        manifest["complete"][split] = {k: v for k, v in done.items() if k != "classes"}
+        write_manifest(manifest_path, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m loaders.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="ImageNet-layout root (ROOT/<split>/<class>/<image>)")
+    parser.add_argument("--out", required=True, help="folder for the copy (DIR/<split>/<class>/<image>)")
+    parser.add_argument("--for-res", type=int, required=True, help="the training crop side the copy serves")
+    parser.add_argument("--splits", default="train,val", help="comma-separated splits; the first fixes the labels")
+    parser.add_argument("--jpeg-quality", type=int, default=PrepareSettings.jpeg_quality,
+                        help="quality of the downscaled JPEGs (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in prepared.json)")
+    parser.add_argument("--check", choices=("header", "full"), default="header",
+                        help="image check of the scan (default: %(default)s; the copy decodes every image anyway)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bars (off when not a terminal or when CI is set)")
+    args = parser.parse_args(argv)
+    return prepare(args)
+
+
+if __name__ == "__main__":
+    run_command(main)
