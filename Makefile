@@ -37,7 +37,10 @@ data: $(STAMP)
 demo: data
 	$(BIN)/python train.py fixres --data $(DEMO_DATA) --out $(DEMO_RUN)
 
+# Lint and format check first (seconds), then the tests.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # Pin what is installed now (after changing pyproject.toml's ranges).

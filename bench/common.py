@@ -4,6 +4,7 @@ CPU and memory sampling, backend discovery, and writing results (table, JSON, PN
 Results go to `<out>/<machine>/<benchmark>.{json,md,png}`, so runs from several machines sit
 side by side under bench/results/ and each says what it ran on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import torch
@@ -28,11 +29,11 @@ from pipeline.config import positive_ints
 from pipeline.console import say
 from pipeline.report import markdown_table, save_figure
 
-LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "pillow-simd", "psutil", "timm", "ffcv",
-             "nvidia-dali-cuda130")
+LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "pillow-simd", "psutil", "timm", "ffcv", "nvidia-dali-cuda130")
 
 
 # ---------------------------------------------------------------------------- the machine
+
 
 def cpu_model() -> str:
     try:
@@ -60,32 +61,46 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     import PIL
+
     found["PIL (imported)"] = PIL.__version__  # Pillow-SIMD reports x.y.z.postN
     return found
 
 
 def describe_machine() -> dict:
-    return {"cpu": cpu_model(), "cores": usable_cores(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform(),
-            "libraries": library_versions()}
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": gpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": library_versions(),
+    }
 
 
 def machine_name(desc: dict) -> str:
     """A short folder name for results: CPU model and core count, and the GPU if any."""
+
     def slug(text: str) -> str:
         text = re.sub(r"\((R|TM)\)|CPU|Processor|@.*|\d+-Core", "", text, flags=re.I)
         return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
     parts = [slug(desc["cpu"]), f"{desc['cores']}c"] + ([slug(desc["gpu"])] if desc["gpu"] else [])
     return "-".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------------- timing
 
+
 def spread(values: list[float]) -> dict:
     """Median and spread of repeated measurements."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "rel_spread": (max(values) - min(values)) / statistics.median(values) if statistics.median(values) else 0.0,
-            "values": values}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "rel_spread": (max(values) - min(values)) / statistics.median(values) if statistics.median(values) else 0.0,
+        "values": values,
+    }
 
 
 def endless(loader) -> Iterator:
@@ -109,8 +124,7 @@ def warm_up(batches: Iterator, consume: Callable, device: torch.device, steps: i
     sync(device)
 
 
-def images_per_second(batches: Iterator, consume: Callable, device: torch.device, steps: int,
-                      repeats: int) -> dict:
+def images_per_second(batches: Iterator, consume: Callable, device: torch.device, steps: int, repeats: int) -> dict:
     """Steady-state rate of `consume(images, labels)` over `batches`: `repeats` timed runs of
     `steps` batches each; median and spread of images per second, and the totals."""
     rates, images, seconds = [], 0, 0.0
@@ -181,8 +195,11 @@ class ProcessTreeMonitor:
         self.cpu_seconds = sum(self.cpu_last[pid] - self.cpu_start[pid] for pid in self.cpu_last)
 
     def result(self) -> dict:
-        return {"cpu_cores_used": self.cpu_seconds / self.seconds if self.seconds else 0.0,
-                "cpu_seconds": self.cpu_seconds, "peak_mem_mb": self.peak_bytes / 2**20}
+        return {
+            "cpu_cores_used": self.cpu_seconds / self.seconds if self.seconds else 0.0,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_mem_mb": self.peak_bytes / 2**20,
+        }
 
 
 def gpu_memory_mb(device: torch.device) -> float | None:
@@ -195,6 +212,7 @@ def reset_gpu_memory(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------- backends
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -213,6 +231,7 @@ SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
 def parse_variant(text: str) -> Variant:
     from loaders import BACKENDS
     from loaders.base import LoaderConfig
+
     name, _, rest = text.partition(":")
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} in {text!r}; available: {', '.join(BACKENDS)}")
@@ -240,6 +259,7 @@ def parse_value(text: str, kind: type):
 def default_variants(exclude: tuple[str, ...] = ("synthetic",)) -> list[Variant]:
     """Every backend in loaders.BACKENDS (those that cannot run are skipped later, with a reason)."""
     from loaders import BACKENDS
+
     return [Variant(name, name) for name in BACKENDS if name not in exclude]
 
 
@@ -264,6 +284,7 @@ def open_variant(variant: Variant, **config):
     (ImportError, also the install hint of dali and ffcv). Any other error raises BackendFailed."""
     from loaders import create_loader
     from loaders.base import LoaderConfig
+
     with failures_named(variant.label):
         try:
             cfg = LoaderConfig(backend=variant.backend, **{**config, **dict(variant.overrides)})
@@ -273,6 +294,7 @@ def open_variant(variant: Variant, **config):
 
 
 # ---------------------------------------------------------------------------- command line and output
+
 
 def parse_ints(text: str) -> list[int]:
     """argparse type: positive integers from 'a,b,c'."""
@@ -284,10 +306,15 @@ def parse_ints(text: str) -> list[int]:
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results", help="results folder (default: bench/results)")
-    parser.add_argument("--machine", default="", help="name of this machine's results folder "
-                        "(default: from CPU model, cores and GPU)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bars (off when not a terminal or when CI is set)")
+    parser.add_argument(
+        "--machine", default="", help="name of this machine's results folder (default: from CPU model, cores and GPU)"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars (off when not a terminal or when CI is set)",
+    )
 
 
 def style(ax, **labels) -> None:
@@ -297,8 +324,15 @@ def style(ax, **labels) -> None:
     ax.legend(fontsize=8)
 
 
-def write_results(name: str, args: argparse.Namespace, rows: list[dict], headers: list[str],
-                  table: list[list], draw: Callable, extra: dict | None = None) -> Path:
+def write_results(
+    name: str,
+    args: argparse.Namespace,
+    rows: list[dict],
+    headers: list[str],
+    table: list[list],
+    draw: Callable,
+    extra: dict | None = None,
+) -> Path:
     """Print the table and save it with the rows, the arguments and the machine description
     as <out>/<machine>/<name>.md, .json, and the figure `draw()` returns as .png; returns the
     JSON's path."""
@@ -307,11 +341,18 @@ def write_results(name: str, args: argparse.Namespace, rows: list[dict], headers
     folder.mkdir(parents=True, exist_ok=True)
     text = markdown_table(headers, table)
     say(f"\n{text}\n")
-    (folder / f"{name}.md").write_text(f"# {name} on {desc['cpu']} ({desc['cores']} cores"
-                                       f"{', ' + desc['gpu'] if desc['gpu'] else ''})\n\n{text}\n")
-    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": desc,
-              "command": " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
-              "args": vars(args), **(extra or {}), "rows": rows}
+    (folder / f"{name}.md").write_text(
+        f"# {name} on {desc['cpu']} ({desc['cores']} cores{', ' + desc['gpu'] if desc['gpu'] else ''})\n\n{text}\n"
+    )
+    record = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": desc,
+        "command": " ".join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
+        "args": vars(args),
+        **(extra or {}),
+        "rows": rows,
+    }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     save_figure(folder / f"{name}.png", draw)

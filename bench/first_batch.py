@@ -8,6 +8,7 @@ LoaderConfig and ConstantSize, which every version has):
 
     PYTHONPATH=<checkout> python bench/first_batch.py '{"root": ..., "res": 64, ...}'
 """
+
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ import time
 def tree_pss_mb() -> float:
     """PSS of this process and its children: a page shared by n processes counts 1/n in each."""
     import psutil
+
     me = psutil.Process()
     total = 0
     for p in [me, *me.children(recursive=True)]:
@@ -31,13 +33,25 @@ def main(spec: dict) -> dict:
     from loaders import create_loader
     from loaders.base import LoaderConfig
     from pipeline.sizes import ConstantSize
+
     imported = time.time()
-    cfg = LoaderConfig(backend="pil", root=spec["root"], policy=ConstantSize(spec["res"], spec["batch_size"]),
-                       augment="rrc", shuffle=True, workers=spec["workers"])
+    cfg = LoaderConfig(
+        backend="pil",
+        root=spec["root"],
+        policy=ConstantSize(spec["res"], spec["batch_size"]),
+        augment="rrc",
+        shuffle=True,
+        workers=spec["workers"],
+    )
     loader = create_loader(cfg, progress=False)
     indexed = time.time()
-    out = {"images": len(loader.index), "started": started, "import_s": imported - started,
-           "index_s": indexed - imported, "pss_mb": {}}
+    out = {
+        "images": len(loader.index),
+        "started": started,
+        "import_s": imported - started,
+        "index_s": indexed - imported,
+        "pss_mb": {},
+    }
     for step, _ in enumerate(loader, 1):
         if step == 1:
             out["first_batch"] = time.time()

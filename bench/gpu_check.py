@@ -22,6 +22,7 @@ The benchmark data (ImageNet-like sides, 375-500 px, 3,000 JPEGs) is generated f
 --data does not exist. `gpu-check.md` / `gpu-check.json` in the results folder list each
 stage's outcome, time and command, with the GPU, the libraries and the JPEG codec in use.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,22 @@ from bench.common import describe_machine, machine_name
 
 STAGES = ("tests", "loader", "train", "train-compile")
 SIDES = "128,160,224"
-TRAIN = ["--models", "resnet50,resnet18", "--batch-size", "256", "--amp", "bf16", "--device", "cuda",
-         "--warmup", "5", "--steps", "10", "--repeats", "3"]
+TRAIN = [
+    "--models",
+    "resnet50,resnet18",
+    "--batch-size",
+    "256",
+    "--amp",
+    "bf16",
+    "--device",
+    "cuda",
+    "--warmup",
+    "5",
+    "--steps",
+    "10",
+    "--repeats",
+    "3",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,24 +74,84 @@ def parse_args(argv=None) -> argparse.Namespace:
 def stage_commands(args, folder: Path) -> dict[str, list[str]]:
     """The command of each stage."""
     py = sys.executable
-    bench = ["--data", args.data, "--workers", str(args.workers), "--out", args.out, "--machine", folder.name,
-             "--no-progress"]
+    bench = [
+        "--data",
+        args.data,
+        "--workers",
+        str(args.workers),
+        "--out",
+        args.out,
+        "--machine",
+        folder.name,
+        "--no-progress",
+    ]
     return {
-        "tests": [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
-                  "--junitxml", str(folder / "cuda-tests.xml")],
-        "loader": [py, "-m", "bench.loader_throughput", "--res", SIDES, "--batch-size", "256", "--device", "cuda",
-                   "--amp", "bf16", "--warmup", "3", "--steps", "8", "--repeats", "3", *bench],
+        "tests": [
+            py,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml",
+            str(folder / "cuda-tests.xml"),
+        ],
+        "loader": [
+            py,
+            "-m",
+            "bench.loader_throughput",
+            "--res",
+            SIDES,
+            "--batch-size",
+            "256",
+            "--device",
+            "cuda",
+            "--amp",
+            "bf16",
+            "--warmup",
+            "3",
+            "--steps",
+            "8",
+            "--repeats",
+            "3",
+            *bench,
+        ],
         "train": [py, "-m", "bench.train_throughput", "--res", SIDES, *TRAIN, *bench],
-        "train-compile": [py, "-m", "bench.train_throughput", "--res", "128", "--compile", "--no-max-batch", *TRAIN,
-                          *bench],
+        "train-compile": [
+            py,
+            "-m",
+            "bench.train_throughput",
+            "--res",
+            "128",
+            "--compile",
+            "--no-max-batch",
+            *TRAIN,
+            *bench,
+        ],
     }
 
 
 def ensure_data(root: str, workers: int) -> None:
     if (Path(root) / "train").is_dir():
         return
-    subprocess.run([sys.executable, "-m", "loaders.demo_data", "--out", root, "--min-side", "375", "--max-side", "500",
-                    "--workers", str(workers)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loaders.demo_data",
+            "--out",
+            root,
+            "--min-side",
+            "375",
+            "--max-side",
+            "500",
+            "--workers",
+            str(workers),
+        ],
+        check=True,
+    )
 
 
 def run_stage(name: str, command: list[str], log: Path) -> dict:
@@ -96,24 +171,28 @@ def run_stage(name: str, command: list[str], log: Path) -> dict:
 
 def jpeg_codec() -> str:
     from loaders.nvjpeg import default_codec
+
     return default_codec()
 
 
 def write_summary(folder: Path, record: dict) -> None:
     (folder / "gpu-check.json").write_text(json.dumps(record, indent=2) + "\n")
-    rows = "\n".join(f"| {name} | {r['status']} | {r['minutes']:.1f} | `{r['log']}` |"
-                     for name, r in record["stages"].items())
+    rows = "\n".join(
+        f"| {name} | {r['status']} | {r['minutes']:.1f} | `{r['log']}` |" for name, r in record["stages"].items()
+    )
     m = record["machine"]
     (folder / "gpu-check.md").write_text(
         f"# GPU check on {m['gpu']} ({m['cpu']}, {m['cores']} cores)\n\n"
         f"JPEG codec of the nvjpeg backend: {record['jpeg_codec']}; libraries: "
         + ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
-        + f"\n\n| stage | outcome | minutes | log |\n|---|---|---:|---|\n{rows}\n")
+        + f"\n\n| stage | outcome | minutes | log |\n|---|---|---:|---|\n{rows}\n"
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
+
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device is visible to PyTorch; this check needs one", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ in a variant's value is replaced by the cell's crop side (data prepared per reso
 `--compare` names an earlier result of the same command: the table then says by how much each
 ratio moved between the two runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default="data/demo", help="ImageNet-layout root; its train/ folder is read")
     p.add_argument("--res", type=parse_ints, default=[64, 96, 128, 160, 192, 224], help="crop sides")
     p.add_argument("--splits", default="train,eval", help="train (RandomResizedCrop), eval (centre crop)")
-    p.add_argument("--backends", nargs="+", type=parse_variant, default=None,
-                   help="backends or variants (name:field=value,...); default: every backend in "
-                        "loaders.BACKENDS but synthetic")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        type=parse_variant,
+        default=None,
+        help="backends or variants (name:field=value,...); default: every backend in loaders.BACKENDS but synthetic",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="workers (processes or threads), for every loader alike")
     p.add_argument("--warmup", type=int, default=6, help="untimed batches before each timed turn")
@@ -109,14 +114,29 @@ class Cell:
     def open(self, variant, workers: int | None = None):
         """The variant's loader at this cell, or (None, reason)."""
         if variant is None:
-            return TorchvisionReference(self.root, self.res, self.args.batch_size, SPLITS[self.split],
-                                        self.args.workers if workers is None else workers, self.device,
-                                        self.dtype), None
-        at_res = dataclasses.replace(variant, overrides=tuple(
-            (k, v.format(res=self.res) if isinstance(v, str) else v) for k, v in variant.overrides))
-        return open_variant(at_res, root=self.root, policy=ConstantSize(self.res, self.args.batch_size),
-                            augment=SPLITS[self.split], shuffle=self.split == "train", device=self.device,
-                            dtype=self.dtype, workers=self.args.workers if workers is None else workers)
+            return TorchvisionReference(
+                self.root,
+                self.res,
+                self.args.batch_size,
+                SPLITS[self.split],
+                self.args.workers if workers is None else workers,
+                self.device,
+                self.dtype,
+            ), None
+        at_res = dataclasses.replace(
+            variant,
+            overrides=tuple((k, v.format(res=self.res) if isinstance(v, str) else v) for k, v in variant.overrides),
+        )
+        return open_variant(
+            at_res,
+            root=self.root,
+            policy=ConstantSize(self.res, self.args.batch_size),
+            augment=SPLITS[self.split],
+            shuffle=self.split == "train",
+            device=self.device,
+            dtype=self.dtype,
+            workers=self.args.workers if workers is None else workers,
+        )
 
 
 def timed_turn(batches, warmup: int, steps: int, device, threads: int | None = None) -> dict:
@@ -135,8 +155,13 @@ def timed_turn(batches, warmup: int, steps: int, device, threads: int | None = N
             seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(kept)
-    return {"images": images, "seconds": seconds, "cpu_seconds": monitor.cpu_seconds,
-            "peak_mem_mb": monitor.result()["peak_mem_mb"], "gpu_mem_mb": gpu_memory_mb(device)}
+    return {
+        "images": images,
+        "seconds": seconds,
+        "cpu_seconds": monitor.cpu_seconds,
+        "peak_mem_mb": monitor.result()["peak_mem_mb"],
+        "gpu_mem_mb": gpu_memory_mb(device),
+    }
 
 
 def interleaved(loaders: dict, single: dict, args, device, bar) -> tuple[dict, dict]:
@@ -147,7 +172,7 @@ def interleaved(loaders: dict, single: dict, args, device, bar) -> tuple[dict, d
     turns, single_turns = {label: [] for label in loaders}, {label: [] for label in loaders}
     labels = list(loaders)
     for r in range(args.repeats):
-        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
             bar.set_postfix_str(f"round {r + 1}/{args.repeats} {label}")
             with failures_named(label):
                 turns[label].append(timed_turn(streams[label], args.warmup, args.steps, device))
@@ -181,15 +206,23 @@ def summary(label: str, cell: Cell, turns: list[dict], reference: list[dict], si
     images, seconds, cpu = (sum(t[k] for t in turns) for k in ("images", "seconds", "cpu_seconds"))
     per_cpu_s = images / max(cpu, 1e-9)
     rate = sum(t["images"] for t in single) / max(sum(t["cpu_seconds"] for t in single), 1e-9)
-    return {"backend": label, "split": cell.split, "res": cell.res, "img_per_s": spread(ips),
-            "ratio": spread([a / b for a, b in zip(ips, ref_ips)]),
-            "cpu_ratio": spread([a / b for a, b in zip(ipc, ref_ipc)]),
-            "ratio_to_reference": statistics.median(a / b for a, b in zip(ips, ref_ips)),
-            "cpu_ratio_to_reference": statistics.median(a / b for a, b in zip(ipc, ref_ipc)),
-            "img_per_cpu_s": per_cpu_s, "cpu_cores_used": cpu / seconds, "cpu_seconds": cpu,
-            "single_core_rate": rate, "efficiency": per_cpu_s / rate,
-            "tree_peak_mem_mb": max(t["peak_mem_mb"] for t in turns),
-            "gpu_mem_mb": max((t["gpu_mem_mb"] for t in turns if t["gpu_mem_mb"] is not None), default=None)}
+    return {
+        "backend": label,
+        "split": cell.split,
+        "res": cell.res,
+        "img_per_s": spread(ips),
+        "ratio": spread([a / b for a, b in zip(ips, ref_ips)]),
+        "cpu_ratio": spread([a / b for a, b in zip(ipc, ref_ipc)]),
+        "ratio_to_reference": statistics.median(a / b for a, b in zip(ips, ref_ips)),
+        "cpu_ratio_to_reference": statistics.median(a / b for a, b in zip(ipc, ref_ipc)),
+        "img_per_cpu_s": per_cpu_s,
+        "cpu_cores_used": cpu / seconds,
+        "cpu_seconds": cpu,
+        "single_core_rate": rate,
+        "efficiency": per_cpu_s / rate,
+        "tree_peak_mem_mb": max(t["peak_mem_mb"] for t in turns),
+        "gpu_mem_mb": max((t["gpu_mem_mb"] for t in turns if t["gpu_mem_mb"] is not None), default=None),
+    }
 
 
 def run(args) -> tuple[list[dict], dict[str, str]]:
@@ -218,45 +251,84 @@ def agreement(rows: list[dict], path: str) -> dict[tuple, float]:
         old = before.get((r["backend"], r["split"], r["res"]))
         if old is not None:
             moved[(r["backend"], r["split"], r["res"])] = max(
-                abs(r[k] / old[k] - 1) for k in ("ratio_to_reference", "cpu_ratio_to_reference"))
+                abs(r[k] / old[k] - 1) for k in ("ratio_to_reference", "cpu_ratio_to_reference")
+            )
     return moved
 
 
 def plot(rows: list[dict], splits: list[str]):
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
     for ax, split in zip(axes[0], splits):
         for label in dict.fromkeys(r["backend"] for r in rows):
             pts = [(r["res"], r["img_per_s"]["median"]) for r in rows if r["backend"] == label and r["split"] == split]
             ax.plot(*zip(*pts), "o-" if label != REFERENCE else "k--", label=label)
-        style(ax, title=f"{split} ({'RandomResizedCrop' if split == 'train' else 'centre crop'})",
-              xlabel="crop side K (px)", ylabel="images / s")
+        style(
+            ax,
+            title=f"{split} ({'RandomResizedCrop' if split == 'train' else 'centre crop'})",
+            xlabel="crop side K (px)",
+            ylabel="images / s",
+        )
     return fig
 
 
 def table_row(r: dict, moved: dict) -> list:
     change = moved.get((r["backend"], r["split"], r["res"]))
-    return [r["backend"], r["split"], r["res"], f"{r['img_per_s']['median']:.0f}",
-            f"{100 * r['img_per_s']['rel_spread']:.0f}", f"{r['ratio_to_reference']:.2f}",
-            f"{100 * r['ratio']['rel_spread']:.0f}", f"{r['img_per_cpu_s']:.0f}", f"{r['cpu_ratio_to_reference']:.2f}",
-            f"{r['cpu_cores_used']:.2f}", f"{r['single_core_rate']:.0f}", f"{100 * r['efficiency']:.0f}",
-            "-" if change is None else f"{100 * change:.1f}",
-            "-" if r["gpu_mem_mb"] is None else f"{r['gpu_mem_mb']:.0f}"]
+    return [
+        r["backend"],
+        r["split"],
+        r["res"],
+        f"{r['img_per_s']['median']:.0f}",
+        f"{100 * r['img_per_s']['rel_spread']:.0f}",
+        f"{r['ratio_to_reference']:.2f}",
+        f"{100 * r['ratio']['rel_spread']:.0f}",
+        f"{r['img_per_cpu_s']:.0f}",
+        f"{r['cpu_ratio_to_reference']:.2f}",
+        f"{r['cpu_cores_used']:.2f}",
+        f"{r['single_core_rate']:.0f}",
+        f"{100 * r['efficiency']:.0f}",
+        "-" if change is None else f"{100 * change:.1f}",
+        "-" if r["gpu_mem_mb"] is None else f"{r['gpu_mem_mb']:.0f}",
+    ]
 
 
 def main(argv=None):
     args = parse_args(argv)
     rows, skipped = run(args)
     moved = agreement(rows, args.compare) if args.compare else {}
-    headers = ["backend", "split", "K", "img/s", "spread %", "x torchvision", "ratio spread %", "img/CPU-s",
-               "x torchvision (CPU)", "CPU cores", "1-core img/CPU-s", "efficiency %", "moved % (--compare)",
-               "GPU MB"]
-    extra = {"skipped": skipped, "compared_with": args.compare,
-             "largest_ratio_change": max(moved.values(), default=None)}
+    headers = [
+        "backend",
+        "split",
+        "K",
+        "img/s",
+        "spread %",
+        "x torchvision",
+        "ratio spread %",
+        "img/CPU-s",
+        "x torchvision (CPU)",
+        "CPU cores",
+        "1-core img/CPU-s",
+        "efficiency %",
+        "moved % (--compare)",
+        "GPU MB",
+    ]
+    extra = {
+        "skipped": skipped,
+        "compared_with": args.compare,
+        "largest_ratio_change": max(moved.values(), default=None),
+    }
     if moved:
         say(f"largest change of a ratio since {args.compare}: {100 * extra['largest_ratio_change']:.1f}%")
-    return write_results("loader_throughput", args, rows, headers, [table_row(r, moved) for r in rows],
-                         lambda: plot(rows, args.splits), extra=extra)
+    return write_results(
+        "loader_throughput",
+        args,
+        rows,
+        headers,
+        [table_row(r, moved) for r in rows],
+        lambda: plot(rows, args.splits),
+        extra=extra,
+    )
 
 
 if __name__ == "__main__":

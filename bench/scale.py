@@ -16,6 +16,7 @@ has the index cache (LOWRES_CACHE under --root) emptied: a cold scan. Measured p
 index time (the scan, or loading the stored index), process start to first batch, and the loader
 tree's PSS after batch --pss-from and after the last batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--baseline", default="", help="another checkout (e.g. a git worktree of main) measured alike")
     p.add_argument("--starts", type=int, default=2, help="process starts of this checkout; the first is cold")
-    p.add_argument("--baseline-starts", type=int, default=1,
-                   help="process starts of the baseline (code that stores no index scans at every start, so "
-                        "one start measures its cold and its warm start)")
+    p.add_argument(
+        "--baseline-starts",
+        type=int,
+        default=1,
+        help="process starts of the baseline (code that stores no index scans at every start, so "
+        "one start measures its cold and its warm start)",
+    )
     p.add_argument("--res", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
@@ -65,8 +70,16 @@ def source_images(args) -> list[Path]:
         folder = Path(args.source)
     else:
         from loaders.demo_data import generate
-        folder = generate(Path(args.root) / "source", classes=10, train_per_class=30, val_per_class=1,
-                          min_side=375, max_side=500, progress=progress_enabled(args.progress))
+
+        folder = generate(
+            Path(args.root) / "source",
+            classes=10,
+            train_per_class=30,
+            val_per_class=1,
+            min_side=375,
+            max_side=500,
+            progress=progress_enabled(args.progress),
+        )
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise SystemExit(f"no JPEG files under {folder}")
@@ -76,8 +89,12 @@ def source_images(args) -> list[Path]:
 def simulated_folder(args) -> Path:
     """<root>/imagenet: train/ and val/ of hard links, built once per size (a marker says which)."""
     data = Path(args.root) / "imagenet"
-    shape = {"classes": args.classes, "per_class": args.per_class, "val_per_class": args.val_per_class,
-             "source": args.source}
+    shape = {
+        "classes": args.classes,
+        "per_class": args.per_class,
+        "val_per_class": args.val_per_class,
+        "source": args.source,
+    }
     marker = data / "shape.json"
     if marker.is_file() and json.loads(marker.read_text()) == shape:
         return data
@@ -101,8 +118,13 @@ def start(checkout: Path, cache: Path, spec: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout), "LOWRES_CACHE": str(cache)}
     env.pop("LOWRES_RESCAN", None)
     spawned = time.time()
-    proc = subprocess.run([sys.executable, str(HERE / "bench" / "first_batch.py"), json.dumps(spec)],
-                          cwd=checkout, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "bench" / "first_batch.py"), json.dumps(spec)],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise SystemExit(f"the start under {checkout} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -117,31 +139,56 @@ def measure(label: str, checkout: Path, data: Path, starts: int, args) -> list[d
     rows = []
     for n in range(starts):
         last = n == starts - 1
-        spec = {"root": str(data / "train"), "res": args.res, "batch_size": args.batch_size, "workers": args.workers,
-                "batches": args.batches if last else 1, "pss_at": [args.pss_from, args.batches] if last else []}
+        spec = {
+            "root": str(data / "train"),
+            "res": args.res,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "batches": args.batches if last else 1,
+            "pss_at": [args.pss_from, args.batches] if last else [],
+        }
         say(f"{label}: start {n + 1} of {starts} ({'cold' if n == 0 else 'warm'})")
-        row = {"code": label, "checkout": str(checkout), "start": "cold" if n == 0 else "warm",
-               **start(checkout, cache, spec)}
+        row = {
+            "code": label,
+            "checkout": str(checkout),
+            "start": "cold" if n == 0 else "warm",
+            **start(checkout, cache, spec),
+        }
         pss = {int(k): v for k, v in row.pop("pss_mb").items()}
         if pss:
             row["pss_mb"] = pss
             row["pss_growth"] = pss[args.batches] / pss[args.pss_from] - 1
         rows.append(row)
-        say(f"  index {row['index']} in {row['index_s']:.1f} s, first batch {row['start_to_first_batch_s']:.1f} s "
-            "after the process started")
+        say(
+            f"  index {row['index']} in {row['index_s']:.1f} s, first batch {row['start_to_first_batch_s']:.1f} s "
+            "after the process started"
+        )
     return rows
 
 
 def table(rows: list[dict], args) -> list[list]:
     def pss(r, k):
         return f"{r['pss_mb'][k]:.0f}" if "pss_mb" in r else "-"
-    return [[r["code"], r["start"], r["index"], f"{r['images']:,}", f"{r['index_s']:.1f}",
-             f"{r['start_to_first_batch_s']:.1f}", pss(r, args.pss_from), pss(r, args.batches),
-             f"{100 * r['pss_growth']:+.1f}" if "pss_growth" in r else "-"] for r in rows]
+
+    return [
+        [
+            r["code"],
+            r["start"],
+            r["index"],
+            f"{r['images']:,}",
+            f"{r['index_s']:.1f}",
+            f"{r['start_to_first_batch_s']:.1f}",
+            pss(r, args.pss_from),
+            pss(r, args.batches),
+            f"{100 * r['pss_growth']:+.1f}" if "pss_growth" in r else "-",
+        ]
+        for r in rows
+    ]
 
 
 def plot(rows: list[dict]):
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [f"{r['code']}\n{r['start']}" for r in rows]
     ax.barh(labels, [r["start_to_first_batch_s"] for r in rows], color="tab:blue", label="start to first batch")
@@ -156,14 +203,26 @@ def main(argv=None):
     args = parse_args(argv)
     data = simulated_folder(args)
     checkouts = [("before", Path(args.baseline).resolve(), args.baseline_starts)] if args.baseline else []
-    rows = [row for label, checkout, starts in checkouts + [("this", HERE, args.starts)]
-            for row in measure(label, checkout, data, starts, args)]
+    rows = [
+        row
+        for label, checkout, starts in checkouts + [("this", HERE, args.starts)]
+        for row in measure(label, checkout, data, starts, args)
+    ]
     cold = {r["code"]: r["index_s"] for r in rows if r["start"] == "cold"}
     extra = {"cold_scan_speedup": cold["before"] / cold["this"]} if "before" in cold else {}
     if extra:
         say(f"cold scan: {extra['cold_scan_speedup']:.2f}x faster than the baseline")
-    headers = ["code", "start", "index", "train images", "index s", "start to 1st batch s",
-               f"PSS MB @{args.pss_from}", f"PSS MB @{args.batches}", "PSS growth %"]
+    headers = [
+        "code",
+        "start",
+        "index",
+        "train images",
+        "index s",
+        "start to 1st batch s",
+        f"PSS MB @{args.pss_from}",
+        f"PSS MB @{args.batches}",
+        "PSS growth %",
+    ]
     return write_results("scale", args, rows, headers, table(rows, args), lambda: plot(rows), extra=extra)
 
 

@@ -15,6 +15,7 @@ accuracy-vs-test-size curve and better accuracy at small test sides. Prints and 
 table (markdown + JSON) and a plot, rewritten after each run. Finished stages are kept, so an
 interrupted study continues where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,6 @@ class StudyConfig:
     seed: int = opt(0, "seed")
     progress: bool = opt(True, "progress bars")
 
-
     def __post_init__(self):
         if not self.modes():
             raise ValueError(f"--mix-modes names no mode: {self.mix_modes!r}")
@@ -59,15 +59,24 @@ class StudyConfig:
 
 
 def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> TrainConfig:
-    return TrainConfig(data=cfg.data, loader=cfg.loader, model=cfg.model, epochs=epochs,
-                       batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                       progress=cfg.progress, out=str(out), resume=(out / "config.json").exists(),
-                       **policy)
+    return TrainConfig(
+        data=cfg.data,
+        loader=cfg.loader,
+        model=cfg.model,
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        out=str(out),
+        resume=(out / "config.json").exists(),
+        **policy,
+    )
 
 
 def equal_pixel_epochs(epochs: int, fixed_res: int, policy: MixSize) -> int:
     """Epochs of `policy` that process the pixels of `epochs` epochs at `fixed_res` (at least one)."""
-    return max(1, round(epochs * fixed_res ** 2 / policy.pixels_per_image()))
+    return max(1, round(epochs * fixed_res**2 / policy.pixels_per_image()))
 
 
 def mix_config(cfg: StudyConfig, out: Path, epochs: int, mode: str) -> TrainConfig:
@@ -80,18 +89,36 @@ def trained(tc: TrainConfig) -> dict:
     out = Path(tc.out)
     summary = stage_result(out / "summary.json", lambda: run_train(tc))
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"path": str(out), "train_res": summary["train_res"], "epochs": len(epochs),
-            "steps": sum(m["train_steps"] for m in epochs), "images": sum(m["train_images"] for m in epochs),
-            "seconds_per_epoch": sum(m["train_seconds"] for m in epochs) / len(epochs),
-            "sizes": epochs[-1]["sizes"]}
+    return {
+        "path": str(out),
+        "train_res": summary["train_res"],
+        "epochs": len(epochs),
+        "steps": sum(m["train_steps"] for m in epochs),
+        "images": sum(m["train_images"] for m in epochs),
+        "seconds_per_epoch": sum(m["train_seconds"] for m in epochs) / len(epochs),
+        "sizes": epochs[-1]["sizes"],
+    }
 
 
 def swept(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
     name = f"sweep-bn{recalibrate}.json" if recalibrate else "sweep.json"
-    done = stage_result(Path(run["path"]) / name, lambda: run_sweep(SweepConfig(
-        data=cfg.data, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-        progress=cfg.progress, checkpoint=run["path"], test_res=cfg.test_res, recalibrate_bn=recalibrate)),
-        valid=lambda done: done["config"]["test_res"] == cfg.test_res)
+    done = stage_result(
+        Path(run["path"]) / name,
+        lambda: run_sweep(
+            SweepConfig(
+                data=cfg.data,
+                loader=cfg.loader,
+                batch_size=cfg.batch_size,
+                workers=cfg.workers,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                checkpoint=run["path"],
+                test_res=cfg.test_res,
+                recalibrate_bn=recalibrate,
+            )
+        ),
+        valid=lambda done: done["config"]["test_res"] == cfg.test_res,
+    )
     return {r["test_res"]: r["top1"] for r in done["rows"]}
 
 
@@ -114,8 +141,11 @@ def study(cfg: StudyConfig) -> dict:
     for name in [*list(plans)[1:], list(plans)[0]]:  # MixSize runs first, the fixed reference last
         done[name] = trained(plans[name])
         result["runs"] = {n: done[n] for n in plans if n in done}  # table order: fixed first
-        result["curves"] = {f"{n}{suffix}": swept(cfg, done[n], bn)
-                            for n in result["runs"] for suffix, bn in (("", 0), (" + BN recal.", cfg.recalibrate_bn))}
+        result["curves"] = {
+            f"{n}{suffix}": swept(cfg, done[n], bn)
+            for n in result["runs"]
+            for suffix, bn in (("", 0), (" + BN recal.", cfg.recalibrate_bn))
+        }
         result["table"] = table(cfg, result["runs"], result["curves"])
         write_results(root, result)
     print(result["table"])
@@ -132,17 +162,26 @@ def write_results(root: Path, result: dict) -> None:
 def table(cfg: StudyConfig, runs: dict, curves: dict) -> str:
     sides = positive_ints(cfg.test_res, "--test-res")
     rows = [[name, *(f"{curve[s]:.2f}" for s in sides)] for name, curve in curves.items()]
-    cost = [[name, run["epochs"], run["steps"], run["images"], f"{run['seconds_per_epoch']:.1f}", run["sizes"]]
-            for name, run in runs.items()]
-    return "\n".join([
-        "## Size resilience: top-1 % by test side (every run: the same pixels in all)", "",
-        markdown_table(["model", *map(str, sides)], rows), "",
-        markdown_table(["run", "epochs", "optimiser steps", "images seen", "s per epoch",
-                        "images per side, last epoch"], cost)])
+    cost = [
+        [name, run["epochs"], run["steps"], run["images"], f"{run['seconds_per_epoch']:.1f}", run["sizes"]]
+        for name, run in runs.items()
+    ]
+    return "\n".join(
+        [
+            "## Size resilience: top-1 % by test side (every run: the same pixels in all)",
+            "",
+            markdown_table(["model", *map(str, sides)], rows),
+            "",
+            markdown_table(
+                ["run", "epochs", "optimiser steps", "images seen", "s per epoch", "images per side, last epoch"], cost
+            ),
+        ]
+    )
 
 
 def curves_figure(curves: dict, fixed_res: int):
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, curve in curves.items():
         ax.plot(list(curve), list(curve.values()), "o-" if "recal" not in name else "s--", label=name)

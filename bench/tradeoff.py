@@ -11,6 +11,7 @@ fine-tuning; evaluation's own peak at that test resolution beside it). Output: a
 and a Pareto plot of accuracy against training time. Stages write run folders under --runs
 and are reused when the command runs again (an interrupted study goes on where it stopped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,30 @@ class Preset:
 
 PRESETS = {
     # About 20 minutes on 2 CPU cores: resnet_tiny on the embedded 10-class set.
-    "demo": Preset(data="data/demo", model="resnet_tiny", train_res=(64, 96, 128), test_res=(64, 80, 96, 128, 160),
-                   epochs=8, batch_size=128, workers=2, finetune_epochs=2),
+    "demo": Preset(
+        data="data/demo",
+        model="resnet_tiny",
+        train_res=(64, 96, 128),
+        test_res=(64, 80, 96, 128, 160),
+        epochs=8,
+        batch_size=128,
+        workers=2,
+        finetune_epochs=2,
+    ),
     # The real study (FixRes paper, table 1 and figure 1 at ImageNet scale), one GPU node:
     # ResNet-50, 90 epochs per train resolution, 5 fine-tuning epochs at the FixRes K_test.
-    "imagenet-rn50": Preset(data="/datasets/imagenet", model="resnet50", train_res=(128, 160, 224),
-                            test_res=(128, 160, 192, 224, 256, 288, 320, 384), epochs=90, batch_size=256,
-                            workers=8, finetune_epochs=5, lr=0.1, finetune_lr=0.008),
+    "imagenet-rn50": Preset(
+        data="/datasets/imagenet",
+        model="resnet50",
+        train_res=(128, 160, 224),
+        test_res=(128, 160, 192, 224, 256, 288, 320, 384),
+        epochs=90,
+        batch_size=256,
+        workers=8,
+        finetune_epochs=5,
+        lr=0.1,
+        finetune_lr=0.008,
+    ),
 }
 
 
@@ -114,37 +132,71 @@ def peak_mb(monitor: ProcessTreeMonitor) -> float:
 def sweep(checkpoint: Path, res: int, common: dict) -> tuple[dict, dict]:
     """(top-1 etc. at `res`, stage record) for one checkpoint, via train.py's sweep job."""
     out = checkpoint / f"sweep-{res}"
-    stage = measured_stage(out, lambda: run_sweep(SweepConfig(
-        **common, checkpoint=str(checkpoint), test_res=str(res), out=str(out))))
+    stage = measured_stage(
+        out, lambda: run_sweep(SweepConfig(**common, checkpoint=str(checkpoint), test_res=str(res), out=str(out)))
+    )
     return json.loads((out / "sweep.json").read_text())["rows"][0], stage
 
 
 def run(args) -> list[dict]:
     runs = Path(args.runs)
     progress = progress_enabled(args.progress)
-    common = dict(data=args.data, loader=args.loader, batch_size=args.batch_size, workers=args.workers,
-                  device=args.device, amp=args.amp, progress=progress)
+    common = dict(
+        data=args.data,
+        loader=args.loader,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        progress=progress,
+    )
     rows = []
     for k_train in args.train_res:
         say(f"== train at {k_train} ({args.model}, {args.epochs} epochs)")
         t_dir = runs / f"train-{k_train}"
-        trained = measured_stage(t_dir, lambda: run_train(TrainConfig(
-            **common, model=args.model, train_res=k_train, epochs=args.epochs, lr=args.lr, out=str(t_dir))))
+        trained = measured_stage(
+            t_dir,
+            lambda: run_train(
+                TrainConfig(
+                    **common, model=args.model, train_res=k_train, epochs=args.epochs, lr=args.lr, out=str(t_dir)
+                )
+            ),
+        )
         tuned, ft_dir, k_ft = None, None, recommended_test_res(k_train)
         if args.finetune_epochs:
             ft_dir = runs / f"train-{k_train}-ft{k_ft}"
-            tuned = measured_stage(ft_dir, lambda: run_finetune(FinetuneConfig(
-                **common, checkpoint=str(t_dir), test_res=str(k_ft), epochs=args.finetune_epochs,
-                lr=args.finetune_lr, out=str(ft_dir))))
+            tuned = measured_stage(
+                ft_dir,
+                lambda: run_finetune(
+                    FinetuneConfig(
+                        **common,
+                        checkpoint=str(t_dir),
+                        test_res=str(k_ft),
+                        epochs=args.finetune_epochs,
+                        lr=args.finetune_lr,
+                        out=str(ft_dir),
+                    )
+                ),
+            )
         for k_test in args.test_res:
             before, eval_stage = sweep(t_dir, k_test, common)
-            row = {"train_res": k_train, "test_res": k_test, "top1": before["top1"],
-                   "train_seconds": trained["train_seconds"], "train_peak_mem_mb": trained["peak_mem_mb"],
-                   "eval_peak_mem_mb": eval_stage["peak_mem_mb"], "eval_img_per_s": before["img_per_s"]}
+            row = {
+                "train_res": k_train,
+                "test_res": k_test,
+                "top1": before["top1"],
+                "train_seconds": trained["train_seconds"],
+                "train_peak_mem_mb": trained["peak_mem_mb"],
+                "eval_peak_mem_mb": eval_stage["peak_mem_mb"],
+                "eval_img_per_s": before["img_per_s"],
+            }
             if tuned:
                 after, _ = sweep(ft_dir, k_test, common)
-                row.update(finetune_res=k_ft, top1_finetuned=after["top1"], finetune_seconds=tuned["train_seconds"],
-                           finetune_peak_mem_mb=tuned["peak_mem_mb"])
+                row.update(
+                    finetune_res=k_ft,
+                    top1_finetuned=after["top1"],
+                    finetune_seconds=tuned["train_seconds"],
+                    finetune_peak_mem_mb=tuned["peak_mem_mb"],
+                )
             rows.append(row)
     return rows
 
@@ -153,8 +205,11 @@ def options(rows: list[dict]) -> list[tuple[float, float, str]]:
     """(training time, top-1, label) of every way to get a model: each cell without, and
     with, fine-tuning."""
     points = [(r["train_seconds"], r["top1"], f"{r['train_res']}/{r['test_res']}") for r in rows]
-    points += [(r["train_seconds"] + r["finetune_seconds"], r["top1_finetuned"],
-                f"{r['train_res']}/{r['test_res']} FT") for r in rows if "top1_finetuned" in r]
+    points += [
+        (r["train_seconds"] + r["finetune_seconds"], r["top1_finetuned"], f"{r['train_res']}/{r['test_res']} FT")
+        for r in rows
+        if "top1_finetuned" in r
+    ]
     return points
 
 
@@ -170,14 +225,21 @@ def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, s
 
 def plot(rows: list[dict], title: str):
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 5))
     for k_train in dict.fromkeys(r["train_res"] for r in rows):
         mine = [r for r in rows if r["train_res"] == k_train]
-        line, = ax.plot([r["train_seconds"] for r in mine], [r["top1"] for r in mine], "o", alpha=0.5,
-                        label=f"train {k_train}")
+        (line,) = ax.plot(
+            [r["train_seconds"] for r in mine], [r["top1"] for r in mine], "o", alpha=0.5, label=f"train {k_train}"
+        )
         tuned = [r for r in mine if "top1_finetuned" in r]
-        ax.plot([r["train_seconds"] + r["finetune_seconds"] for r in tuned], [r["top1_finetuned"] for r in tuned],
-                "s", color=line.get_color(), label=f"train {k_train} + FixRes FT")
+        ax.plot(
+            [r["train_seconds"] + r["finetune_seconds"] for r in tuned],
+            [r["top1_finetuned"] for r in tuned],
+            "s",
+            color=line.get_color(),
+            label=f"train {k_train} + FixRes FT",
+        )
     front = pareto(options(rows))
     ax.plot([p[0] for p in front], [p[1] for p in front], "k-", lw=1, label="Pareto front")
     for x, y, label in front:
@@ -190,18 +252,50 @@ def main(argv=None):
     args = parse_args(argv)
     rows = run(args)
     front = {label for _, _, label in pareto(options(rows))}
-    headers = ["K_train", "K_test", "top-1 %", "top-1 FT %", "K_FT", "train s", "FT s", "train/FT peak MB",
-               "eval peak MB", "Pareto"]
-    table = [[r["train_res"], r["test_res"], f"{r['top1']:.2f}",
-              f"{r['top1_finetuned']:.2f}" if "top1_finetuned" in r else "-", r.get("finetune_res", "-"),
-              f"{r['train_seconds']:.0f}", f"{r['finetune_seconds']:.0f}" if "finetune_seconds" in r else "-",
-              f"{max(r['train_peak_mem_mb'], r.get('finetune_peak_mem_mb', 0)):.0f}", f"{r['eval_peak_mem_mb']:.0f}",
-              " ".join(t for t, label in (("no-FT", f"{r['train_res']}/{r['test_res']}"),
-                                          ("FT", f"{r['train_res']}/{r['test_res']} FT")) if label in front)]
-             for r in rows]
+    headers = [
+        "K_train",
+        "K_test",
+        "top-1 %",
+        "top-1 FT %",
+        "K_FT",
+        "train s",
+        "FT s",
+        "train/FT peak MB",
+        "eval peak MB",
+        "Pareto",
+    ]
+    table = [
+        [
+            r["train_res"],
+            r["test_res"],
+            f"{r['top1']:.2f}",
+            f"{r['top1_finetuned']:.2f}" if "top1_finetuned" in r else "-",
+            r.get("finetune_res", "-"),
+            f"{r['train_seconds']:.0f}",
+            f"{r['finetune_seconds']:.0f}" if "finetune_seconds" in r else "-",
+            f"{max(r['train_peak_mem_mb'], r.get('finetune_peak_mem_mb', 0)):.0f}",
+            f"{r['eval_peak_mem_mb']:.0f}",
+            " ".join(
+                t
+                for t, label in (
+                    ("no-FT", f"{r['train_res']}/{r['test_res']}"),
+                    ("FT", f"{r['train_res']}/{r['test_res']} FT"),
+                )
+                if label in front
+            ),
+        ]
+        for r in rows
+    ]
     title = f"{args.model} on {Path(args.data).name}, {args.epochs} epochs"
-    return write_results(f"tradeoff-{args.preset}", args, rows, headers, table, lambda: plot(rows, title),
-                         extra={"pareto": pareto(options(rows))})
+    return write_results(
+        f"tradeoff-{args.preset}",
+        args,
+        rows,
+        headers,
+        table,
+        lambda: plot(rows, title),
+        extra={"pareto": pareto(options(rows))},
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ of a step, peak memory (torch.cuda.max_memory_allocated on a GPU; the process tr
 the CPU) and, on a GPU, the largest batch that fits. Then the same steps fed by each real
 backend: the data-starvation ratio is real / synthetic images per second at that resolution
 (1.0: the loader keeps the model fed), and the same ratio per CPU-second of the process tree
-(robust when other jobs share the cores; on the CPU, loader workers and the model compete). The step is the trainer's own (pipeline/engine.py).
+(robust when other jobs share the cores; on the CPU, loader workers and the model compete).
+The step is the trainer's own (pipeline/engine.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +23,29 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.common import (ProcessTreeMonitor, Variant, add_output_arguments, default_variants, endless, failures_named,
-                          gpu_memory_mb, images_per_second, open_variant, parse_ints, parse_variant, reset_gpu_memory,
-                          style, sync, warm_up, write_results)
+from bench.common import (
+    ProcessTreeMonitor,
+    Variant,
+    add_output_arguments,
+    default_variants,
+    endless,
+    failures_named,
+    gpu_memory_mb,
+    images_per_second,
+    open_variant,
+    parse_ints,
+    parse_variant,
+    reset_gpu_memory,
+    style,
+    sync,
+    warm_up,
+    write_results,
+)
 from pipeline.console import progress_enabled, run_command, say
 from pipeline.engine import backward_step, forward_loss, train_step
 from pipeline.models import compile_model, create_model
-from pipeline.precision import resolve_device, resolve_precision
 from pipeline.optim import make_sgd, set_lr
+from pipeline.precision import resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
 
@@ -38,25 +55,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default="resnet_tiny,resnet18", help="comma-separated model names")
     p.add_argument("--res", type=parse_ints, default=[64, 96, 128, 160, 192, 224], help="crop sides")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--backends", nargs="*", type=parse_variant, default=None,
-                   help="real backends or variants to feed the same steps (default: every backend in "
-                        "loaders.BACKENDS but synthetic; none: synthetic only)")
+    p.add_argument(
+        "--backends",
+        nargs="*",
+        type=parse_variant,
+        default=None,
+        help="real backends or variants to feed the same steps (default: every backend in "
+        "loaders.BACKENDS but synthetic; none: synthetic only)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--steps", type=int, default=3, help="steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per cell")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--amp", default="auto", help="auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads of the training process (0: torch's default). On a machine "
-                        "shared with other jobs use 1: spinning OpenMP threads on oversubscribed "
-                        "cores made steps 8x slower here")
-    p.add_argument("--max-batch", action=argparse.BooleanOptionalAction, default=True,
-                   help="on a GPU, search the largest batch that fits at each resolution")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads of the training process (0: torch's default). On a machine "
+        "shared with other jobs use 1: spinning OpenMP threads on oversubscribed "
+        "cores made steps 8x slower here",
+    )
+    p.add_argument(
+        "--max-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a GPU, search the largest batch that fits at each resolution",
+    )
     p.add_argument("--max-batch-limit", type=int, default=8192, help="stop the search there")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (results go to train_throughput-compile.*); the first warm-up "
-                        "step of each cell compiles, the largest-batch search stays eager")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (results go to train_throughput-compile.*); the first warm-up "
+        "step of each cell compiles, the largest-batch search stays eager",
+    )
     add_output_arguments(p)
     return p.parse_args(argv)
 
@@ -93,10 +126,17 @@ class Trainer:
 
 
 def synthetic_batches(args, res: int, classes: int, precision):
-    loader, _ = open_variant(Variant("synthetic", "synthetic"), root=None, classes=[str(i) for i in range(classes)],
-                             policy=ConstantSize(res, args.batch_size), augment="rrc", shuffle=True,
-                             device=precision.device, dtype=precision.input_dtype,
-                             synthetic_samples=args.batch_size * 8)
+    loader, _ = open_variant(
+        Variant("synthetic", "synthetic"),
+        root=None,
+        classes=[str(i) for i in range(classes)],
+        policy=ConstantSize(res, args.batch_size),
+        augment="rrc",
+        shuffle=True,
+        device=precision.device,
+        dtype=precision.input_dtype,
+        synthetic_samples=args.batch_size * 8,
+    )
     return endless(loader)
 
 
@@ -158,28 +198,40 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
     variants = default_variants() if args.backends is None else args.backends
     models = [m for m in args.models.split(",") if m]
     rows, skipped = [], {}
-    bar = tqdm(total=len(models) * len(args.res) * (1 + len(variants)), desc="train cells",
-               disable=not progress_enabled(args.progress))
+    bar = tqdm(
+        total=len(models) * len(args.res) * (1 + len(variants)),
+        desc="train cells",
+        disable=not progress_enabled(args.progress),
+    )
     classes = 1000 if not Path(root).is_dir() else len([d for d in Path(root).iterdir() if d.is_dir()])
     for name in models:
         for res in args.res:
             row = {"model": name, "res": res, "batch_size": args.batch_size, "real": {}}
             if device.type == "cuda" and args.max_batch:  # first, while no other model holds memory
                 bar.set_postfix_str(f"{name} {res} largest batch")
-                row["largest_batch"] = largest(lambda b: fits(name, classes, precision, res, b), 16,
-                                               args.max_batch_limit)
+                row["largest_batch"] = largest(
+                    lambda b: fits(name, classes, precision, res, b), 16, args.max_batch_limit
+                )
             bar.set_postfix_str(f"{name} {res} synthetic")
             trainer = Trainer(name, classes, precision, args.compile)
-            row["synthetic"] = measure(trainer, synthetic_batches(args, res, classes, precision), args,
-                                       trainer.timed_step)
+            row["synthetic"] = measure(
+                trainer, synthetic_batches(args, res, classes, precision), args, trainer.timed_step
+            )
             row["forward_share"] = trainer.forward_s / max(trainer.forward_s + trainer.backward_s, 1e-12)
             synthetic = row["synthetic"]
             bar.update(1)
             for v in variants:
                 bar.set_postfix_str(f"{name} {res} {v.label}")
-                loader, why = open_variant(v, root=root, policy=ConstantSize(res, args.batch_size), augment="rrc",
-                                           shuffle=True, device=device, dtype=precision.input_dtype,
-                                           workers=args.workers)
+                loader, why = open_variant(
+                    v,
+                    root=root,
+                    policy=ConstantSize(res, args.batch_size),
+                    augment="rrc",
+                    shuffle=True,
+                    device=device,
+                    dtype=precision.input_dtype,
+                    workers=args.workers,
+                )
                 if loader is None:
                     skipped.setdefault(v.label, why)
                 else:
@@ -212,16 +264,30 @@ def memory_mb(cell: dict) -> float:
 
 def plot(rows: list[dict]):
     import matplotlib.pyplot as plt
+
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
-        line, = ax.plot([r["res"] for r in mine], [r["synthetic"]["img_per_s"]["median"] for r in mine], "o-",
-                        label=f"{name} synthetic")
+        (line,) = ax.plot(
+            [r["res"] for r in mine],
+            [r["synthetic"]["img_per_s"]["median"] for r in mine],
+            "o-",
+            label=f"{name} synthetic",
+        )
         for label in dict.fromkeys(k for r in mine for k in r["real"]):
-            pts = [(r["res"], r["real"][label]["img_per_s"]["median"], r["real"][label]["starvation_ratio"])
-                   for r in mine if label in r["real"]]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "x--", color=line.get_color(), alpha=0.6,
-                    label=f"{name} {label}")
+            pts = [
+                (r["res"], r["real"][label]["img_per_s"]["median"], r["real"][label]["starvation_ratio"])
+                for r in mine
+                if label in r["real"]
+            ]
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "x--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{name} {label}",
+            )
             bx.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=f"{name} {label}")
     style(ax, xlabel="crop side K (px)", ylabel="training images / s", yscale="log", title="throughput")
     bx.axhline(1.0, color="grey", lw=1)
@@ -233,14 +299,37 @@ def main(argv=None):
     args = parse_args(argv)
     rows, skipped = run(args)
     labels = list(dict.fromkeys(k for r in rows for k in r["real"]))
-    headers = ["model", "K", "batch", "synthetic img/s", "spread %", "forward %", "peak MB", "largest batch",
-               *[f"{label} img/s (ratio; per CPU-s)" for label in labels]]
-    table = [[r["model"], r["res"], r["batch_size"], f"{r['synthetic']['img_per_s']['median']:.1f}",
-              f"{100 * r['synthetic']['img_per_s']['rel_spread']:.0f}", f"{100 * r['forward_share']:.0f}",
-              f"{memory_mb(r['synthetic']):.0f}", r.get("largest_batch", "-"),
-              *[f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
+    headers = [
+        "model",
+        "K",
+        "batch",
+        "synthetic img/s",
+        "spread %",
+        "forward %",
+        "peak MB",
+        "largest batch",
+        *[f"{label} img/s (ratio; per CPU-s)" for label in labels],
+    ]
+    table = [
+        [
+            r["model"],
+            r["res"],
+            r["batch_size"],
+            f"{r['synthetic']['img_per_s']['median']:.1f}",
+            f"{100 * r['synthetic']['img_per_s']['rel_spread']:.0f}",
+            f"{100 * r['forward_share']:.0f}",
+            f"{memory_mb(r['synthetic']):.0f}",
+            r.get("largest_batch", "-"),
+            *[
+                f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
                 f"{r['real'][k]['cpu_starvation_ratio']:.2f})"
-                if k in r["real"] else "-" for k in labels]] for r in rows]
+                if k in r["real"]
+                else "-"
+                for k in labels
+            ],
+        ]
+        for r in rows
+    ]
     name = "train_throughput" + ("-compile" if args.compile else "")
     return write_results(name, args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 

@@ -1,4 +1,5 @@
 """Data backends behind one interface (`loaders.base.Loader`); `create_loader` picks one."""
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,16 @@ def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
     map_large_buffers()
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
+
         classes, count = synthetic_shape(cfg)
         return SyntheticLoader(cfg, classes, count)
     if cfg.backend == "ffcv":
         from loaders.ffcv import require_ffcv
+
         require_ffcv()
         from loaders.ffcv.beton import beton_for
         from loaders.ffcv.loader import FfcvLoader
+
         if cfg.root is None:
             raise ValueError("the ffcv backend needs a data folder or a .beton file")
         return FfcvLoader(cfg, beton_for(cfg, progress))
@@ -40,11 +44,14 @@ def imagefolder_backend(name: str):
     DALI is an optional install."""
     if name == "dali":
         from loaders.dali import DaliLoader
+
         return DaliLoader
     if name == "nvjpeg":
         from loaders.nvjpeg import NvjpegLoader
+
         return NvjpegLoader
     from loaders.pil import PilLoader
+
     return PilLoader
 
 
@@ -55,8 +62,12 @@ def cached_index(cfg: LoaderConfig, progress: bool = True, formats: frozenset[st
     """The index of `cfg.root` for a backend that decodes `formats` (None: whatever Pillow opens):
     from the stored index shared by every job and rank (loaders/indexcache.py), and once per
     process: a sweep or a recalibration builds a loader per resolution over the same folder."""
-    settings = ScanSettings(tuple(cfg.classes) if cfg.classes is not None else None, cfg.check, cfg.skip_bad,
-                            tuple(sorted(formats)) if formats is not None else None)
+    settings = ScanSettings(
+        tuple(cfg.classes) if cfg.classes is not None else None,
+        cfg.check,
+        cfg.skip_bad,
+        tuple(sorted(formats)) if formats is not None else None,
+    )
     key = (str(Path(cfg.root).resolve()), settings)
     if key not in _indexes:
         _indexes[key] = stored_index(cfg.root, settings, cfg.rescan, progress, loud=cfg.rank == 0)
@@ -70,6 +81,11 @@ def synthetic_shape(cfg: LoaderConfig) -> tuple[list[str], int]:
         classes = cfg.classes or [f"class{i:03d}" for i in range(10)]
         return classes, cfg.synthetic_samples
     classes = cfg.classes or class_folders(Path(cfg.root))
-    count = sum(1 for c in classes if (Path(cfg.root) / c).is_dir()
-                for name in os.listdir(Path(cfg.root) / c) if name.lower().endswith(IMAGE_EXTENSIONS))
+    count = sum(
+        1
+        for c in classes
+        if (Path(cfg.root) / c).is_dir()
+        for name in os.listdir(Path(cfg.root) / c)
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
     return classes, count

@@ -8,11 +8,13 @@ A loader is an iterable of batches `(images, labels)`:
 reseeds order and augmentation from (seed, e) and asks the size policy for the epoch's plan.
 The trainer never learns which backend produced a batch.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -79,8 +81,9 @@ class LoaderConfig:
             raise ValueError(f"colour jitter strength must be in [0, 1), got {self.color_jitter}")
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: int,
-                shuffle: bool, repeats: int = 1) -> np.ndarray:
+def epoch_order(
+    num_samples: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool, repeats: int = 1
+) -> np.ndarray:
     """This rank's sample indices for the epoch.
 
     Training shuffles from (seed, epoch). With repeated augmentation (`repeats` = k > 1, the
@@ -142,8 +145,9 @@ def normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tenso
     return _stats_cache[key]
 
 
-def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtype,
-                   jitter: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+def to_model_input(
+    images: torch.Tensor, device: torch.device, dtype: torch.dtype, jitter: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor:
     """uint8 NHWC batch -> normalised float NCHW in channels-last memory format on `device`.
 
     NHWC storage viewed as NCHW *is* channels-last, so no copy is needed for the layout;
@@ -158,8 +162,9 @@ def to_model_input(images: torch.Tensor, device: torch.device, dtype: torch.dtyp
     return images.to(dtype).sub_(mean.view(3)).mul_(inv_std.view(3)).permute(0, 3, 1, 2)
 
 
-def normalised(images: torch.Tensor, dtype: torch.dtype,
-               jitter: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+def normalised(
+    images: torch.Tensor, dtype: torch.dtype, jitter: torch.Tensor | np.ndarray | None = None
+) -> torch.Tensor:
     """uint8 NCHW batch -> normalised `dtype` on the same device, in the same memory format;
     colour-jittered first (in fp32) by the (N, 3) factors `jitter` when given."""
     mean, inv_std = normalisation(images.device, dtype)

@@ -1,5 +1,6 @@
 """Where derived data (scanned indexes, FFCV files written from folders) is kept: beside the
 user's data would fail on read-only data sets, so a cache folder of its own."""
+
 from __future__ import annotations
 
 import os

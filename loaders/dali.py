@@ -29,6 +29,7 @@ The HWC batch DALI returns is viewed by torch as NCHW in channels-last memory fo
 DLPack: no copy. That is safe because DALI's default (dynamic) executor hands out output buffers
 it does not reuse.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,8 @@ except ImportError as e:  # never fall back to another backend silently
     raise ImportError(
         "the dali loader needs NVIDIA DALI, which is not installed here. Install it with "
         "`pip install -c constraints.txt -e '.[dali]'` (package nvidia-dali-cuda130; `make test` "
-        "installs it), or pick another --loader.") from e
+        "installs it), or pick another --loader."
+    ) from e
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, normalised
 from loaders.imagefile import too_large
@@ -96,33 +98,57 @@ class BatchFeed:
         roi[:, :2] -= regions[:, :2]  # the box in the decoded region's coordinates
         roi[:, 2:] += roi[:, :2]  # (x0, y0, x1, y1)
         size = np.full((len(task.indices), 2), task.res, dtype=np.float32)
-        return (names, yx(regions, [0, 1]), yx(regions, [2, 3]), yx(roi, [0, 1]), yx(roi, [2, 3]),
-                task.flips.astype(np.int32), size)
+        return (
+            names,
+            yx(regions, [0, 1]),
+            yx(regions, [2, 3]),
+            yx(roi, [0, 1]),
+            yx(roi, [2, 3]),
+            task.flips.astype(np.int32),
+            size,
+        )
 
 
-def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_batch: int,
-                   out_dtype) -> Pipeline:
+def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_batch: int, out_dtype) -> Pipeline:
     decoder = "cpu" if device_id is None else "mixed"
-    pipe = Pipeline(batch_size=max_batch, num_threads=threads, device_id=device_id,
-                    prefetch_queue_depth=PREFETCH, exec_dynamic=True)
+    pipe = Pipeline(
+        batch_size=max_batch, num_threads=threads, device_id=device_id, prefetch_queue_depth=PREFETCH, exec_dynamic=True
+    )
     with pipe:
         names, start, extent, roi_start, roi_end, mirror, size = fn.external_source(
-            feed, num_outputs=7, batch=True, batch_info=True)
+            feed, num_outputs=7, batch=True, batch_info=True
+        )
         encoded = fn.io.file.read(names)
         # The size each header says now: a file changed since the scan is caught after its batch (its
         # decode stays within the region planned from the scanned size, so a bomb is never decoded whole).
         shapes = fn.peek_image_shape(encoded, adjust_orientation=False)
-        images = fn.decoders.image_slice(encoded, start, extent, axis_names="HW",
-                                         normalized_anchor=False, normalized_shape=False,
-                                         device=decoder, output_type=types.RGB,
-                                         adjust_orientation=False)  # boxes use the stored orientation
+        images = fn.decoders.image_slice(
+            encoded,
+            start,
+            extent,
+            axis_names="HW",
+            normalized_anchor=False,
+            normalized_shape=False,
+            device=decoder,
+            output_type=types.RGB,
+            adjust_orientation=False,
+        )  # boxes use the stored orientation
         # Linear + antialias is Pillow's BILINEAR: a triangle filter widened when shrinking.
-        images = fn.resize(images, size=size, roi_start=roi_start, roi_end=roi_end,
-                           interp_type=types.INTERP_LINEAR, antialias=True)
-        mean, std = (0.0, 1.0) if out_dtype == types.UINT8 else (  # uint8: values kept for the jitter
-            [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD])
-        pipe.set_outputs(fn.crop_mirror_normalize(images, mirror=mirror, dtype=out_dtype, output_layout="HWC",
-                                                  mean=mean, std=std), shapes)
+        images = fn.resize(
+            images, size=size, roi_start=roi_start, roi_end=roi_end, interp_type=types.INTERP_LINEAR, antialias=True
+        )
+        mean, std = (
+            (0.0, 1.0)
+            if out_dtype == types.UINT8
+            else (  # uint8: values kept for the jitter
+                [255 * m for m in IMAGENET_MEAN],
+                [255 * s for s in IMAGENET_STD],
+            )
+        )
+        pipe.set_outputs(
+            fn.crop_mirror_normalize(images, mirror=mirror, dtype=out_dtype, output_layout="HWC", mean=mean, std=std),
+            shapes,
+        )
     pipe.build()
     return pipe
 
@@ -135,10 +161,14 @@ def decode_failure(error: Exception, tasks: list[BatchTask], index: ImageIndex) 
     said = str(error).split("encountered:")[-1].strip().splitlines()[0]
     if bad:
         listing = "\n".join(f"  {p}: {why}" for p, why in bad)
-        return BadDataError(f"DALI could not decode {len(bad)} file(s):\n{listing}\nDALI said: {said}\n"
-                            "Scan with --check full (and --skip-bad to leave such files out).")
-    return BadDataError(f"DALI failed on a batch of {len(paths)} files that Pillow decodes "
-                        f"({paths[0]} ... {paths[-1]}); DALI said: {said}")
+        return BadDataError(
+            f"DALI could not decode {len(bad)} file(s):\n{listing}\nDALI said: {said}\n"
+            "Scan with --check full (and --skip-bad to leave such files out)."
+        )
+    return BadDataError(
+        f"DALI failed on a batch of {len(paths)} files that Pillow decodes "
+        f"({paths[0]} ... {paths[-1]}); DALI said: {said}"
+    )
 
 
 def changed_since_scan(shapes: np.ndarray, indices: np.ndarray, index: ImageIndex) -> BadDataError | None:
@@ -148,11 +178,16 @@ def changed_since_scan(shapes: np.ndarray, indices: np.ndarray, index: ImageInde
     moved = np.flatnonzero((now != index.sizes[indices]).any(axis=1))
     if not len(moved):
         return None
-    listing = "\n".join(f"  {index.paths[indices[m]]}: now {w} x {h}" + (f", {why}" if (why := too_large(w, h)) else "")
-                        + f"; the index says {index.sizes[indices[m]][0]} x {index.sizes[indices[m]][1]}"
-                        for m in moved for w, h in [now[m].tolist()])
-    return BadDataError(f"{len(moved)} file(s) changed since the scan:\n{listing}\n"
-                        f"Scan again ({RESCAN_ENV}=1 or --rescan).")
+    listing = "\n".join(
+        f"  {index.paths[indices[m]]}: now {w} x {h}"
+        + (f", {why}" if (why := too_large(w, h)) else "")
+        + f"; the index says {index.sizes[indices[m]][0]} x {index.sizes[indices[m]][1]}"
+        for m in moved
+        for w, h in [now[m].tolist()]
+    )
+    return BadDataError(
+        f"{len(moved)} file(s) changed since the scan:\n{listing}\nScan again ({RESCAN_ENV}=1 or --rescan)."
+    )
 
 
 class DaliLoader:
@@ -185,8 +220,7 @@ class DaliLoader:
 
     def __iter__(self):
         if self.pipe is None:
-            self.pipe = build_pipeline(self.feed, self.device_id, self.threads, self.max_batch,
-                                       dali_dtype(self.cfg))
+            self.pipe = build_pipeline(self.feed, self.device_id, self.threads, self.max_batch, dali_dtype(self.cfg))
         pipe, self.pipe = self.pipe, None  # an epoch left unfinished leaves batches queued in DALI
         tasks = self.feed.tasks
         stream = torch.cuda.current_stream(self.cfg.device) if self.device_id is not None else None
@@ -194,7 +228,7 @@ class DaliLoader:
             try:
                 out, shapes = pipe.run(stream)
             except RuntimeError as e:
-                raise decode_failure(e, tasks[k:k + PREFETCH + 1], self.index) from e
+                raise decode_failure(e, tasks[k : k + PREFETCH + 1], self.index) from e
             if changed := changed_since_scan(np.asarray(shapes.as_tensor()), tasks[k].indices, self.index):
                 raise changed
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)

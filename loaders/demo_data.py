@@ -27,6 +27,7 @@ What matters for FixRes, and how it is reproduced here:
 Every image is drawn from its own generator seeded by (seed, split, class, index), so a
 process pool can render them in any order and the output is still byte-identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,10 @@ TEXTURES = ("stripes", "checks", "dots", "waves", "grid")
 
 # --- shapes: polygons in object units, spanning about [-1, 1] -----------------------------
 
-def regular_polygon(n: int, radius: float = 1.0, phase: float = 0.0,
-                    center: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+
+def regular_polygon(
+    n: int, radius: float = 1.0, phase: float = 0.0, center: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     t = phase + 2 * np.pi * np.arange(n) / n
     return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
 
@@ -106,18 +109,19 @@ SHAPE_POLYGONS = shape_polygons()
 
 # --- classes ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ClassSpec:
     name: str
     shape: str
     texture: str
-    hue: float             # mean object hue; classes 2k and 2k+1 share it
-    accent_shift: float    # hue offset of the texture's second colour
-    frequency: float       # texture cycles per object unit (the object spans ~2 units)
-    texture_angle: float   # texture orientation relative to the object
+    hue: float  # mean object hue; classes 2k and 2k+1 share it
+    accent_shift: float  # hue offset of the texture's second colour
+    frequency: float  # texture cycles per object unit (the object spans ~2 units)
+    texture_angle: float  # texture orientation relative to the object
 
 
-@lru_cache(maxsize=None)
+@cache
 def class_specs(classes: int) -> tuple[ClassSpec, ...]:
     """The class definitions. Shape cycles fastest and the texture shifts by one per round of
     shapes, so the first len(SHAPES) * len(TEXTURES) classes are distinct shape-texture pairs;
@@ -128,30 +132,34 @@ def class_specs(classes: int) -> tuple[ClassSpec, ...]:
         rng = np.random.default_rng([CLASS_SALT, i])
         shape = SHAPES[i % len(SHAPES)]
         texture = TEXTURES[(i + i // len(SHAPES)) % len(TEXTURES)]
-        specs.append(ClassSpec(
-            name=f"c{i:0{width}d}_{shape}_{texture}",
-            shape=shape,
-            texture=texture,
-            hue=((i // 2) * 0.381966) % 1.0,  # golden-ratio steps keep hue pairs far apart
-            accent_shift=float(rng.choice([0.0, 0.08, 0.5])),
-            frequency=float(rng.uniform(1.5, 3.5)),
-            texture_angle=float(rng.uniform(0, np.pi)),
-        ))
+        specs.append(
+            ClassSpec(
+                name=f"c{i:0{width}d}_{shape}_{texture}",
+                shape=shape,
+                texture=texture,
+                hue=((i // 2) * 0.381966) % 1.0,  # golden-ratio steps keep hue pairs far apart
+                accent_shift=float(rng.choice([0.0, 0.08, 0.5])),
+                frequency=float(rng.uniform(1.5, 3.5)),
+                texture_angle=float(rng.uniform(0, np.pi)),
+            )
+        )
     return tuple(specs)
 
 
 # --- drawing ------------------------------------------------------------------------------
 
+
 @dataclass
 class Look:
     """How one thing is painted, independent of where."""
+
     shape: str
-    texture: str           # a TEXTURES name, or "plain"
+    texture: str  # a TEXTURES name, or "plain"
     frequency: float
     texture_angle: float
     phase: tuple[float, float]
-    colour: np.ndarray     # RGB, 0-255
-    accent: np.ndarray     # second texture colour
+    colour: np.ndarray  # RGB, 0-255
+    accent: np.ndarray  # second texture colour
     light: tuple[float, float]  # shading gradient in object units
 
 
@@ -184,8 +192,9 @@ def texture_pattern(look: Look, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.zeros_like(u)
 
 
-def paste(img: np.ndarray, look: Look, center: tuple[float, float], size: float,
-          rotation: float, stretch: float) -> None:
+def paste(
+    img: np.ndarray, look: Look, center: tuple[float, float], size: float, rotation: float, stretch: float
+) -> None:
     """Paint `look` into `img` in place: rotated, stretched by `stretch` along one axis, with
     its bounding-box longer side `size` px, centred at `center` (may run off the border)."""
     c, s = math.cos(rotation), math.sin(rotation)
@@ -223,8 +232,7 @@ def paste(img: np.ndarray, look: Look, center: tuple[float, float], size: float,
     region += alpha * (paint - region)
 
 
-def paste_blob(img: np.ndarray, center: tuple[float, float], sigma: float,
-               colour: np.ndarray, opacity: float) -> None:
+def paste_blob(img: np.ndarray, center: tuple[float, float], sigma: float, colour: np.ndarray, opacity: float) -> None:
     """A soft Gaussian blob of colour: out-of-focus background stuff."""
     h, w = img.shape[:2]
     x0, x1 = max(int(center[0] - 3 * sigma), 0), min(int(center[0] + 3 * sigma) + 1, w)
@@ -239,6 +247,7 @@ def paste_blob(img: np.ndarray, center: tuple[float, float], sigma: float,
 
 
 # --- one image ----------------------------------------------------------------------------
+
 
 def image_size(rng: np.random.Generator, min_side: int, max_side: int) -> tuple[int, int]:
     """(width, height): long side uniform in [min_side, max_side], aspect 1-4:3 for ~90% of
@@ -257,20 +266,28 @@ def background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     gradient, and a few soft blobs."""
     base_hue = rng.random()
     gh, gw = rng.integers(2, 6, size=2)
-    cells = [rgb(base_hue + rng.normal(0, 0.08), rng.uniform(0.05, 0.5), rng.uniform(0.25, 0.9))
-             for _ in range(gh * gw)]
+    cells = [
+        rgb(base_hue + rng.normal(0, 0.08), rng.uniform(0.05, 0.5), rng.uniform(0.25, 0.9)) for _ in range(gh * gw)
+    ]
     grid = np.clip(np.array(cells).reshape(gh, gw, 3), 0, 255).astype(np.uint8)
     img = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), np.float32).copy()
 
     angle, strength = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.5)
-    ramp = (np.arange(w, dtype=np.float32)[None, :] * math.cos(angle)
-            + np.arange(h, dtype=np.float32)[:, None] * math.sin(angle)) / max(w, h)
+    ramp = (
+        np.arange(w, dtype=np.float32)[None, :] * math.cos(angle)
+        + np.arange(h, dtype=np.float32)[:, None] * math.sin(angle)
+    ) / max(w, h)
     img *= (1.0 + strength * (ramp - ramp.mean()))[..., None]
 
     short = min(w, h)
     for _ in range(rng.integers(1, 4)):
-        paste_blob(img, (rng.uniform(0, w), rng.uniform(0, h)), rng.uniform(0.05, 0.25) * short,
-                   rgb(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.2, 1.0)), rng.uniform(0.3, 0.7))
+        paste_blob(
+            img,
+            (rng.uniform(0, w), rng.uniform(0, h)),
+            rng.uniform(0.05, 0.25) * short,
+            rgb(rng.random(), rng.uniform(0.1, 0.7), rng.uniform(0.2, 1.0)),
+            rng.uniform(0.3, 0.7),
+        )
     return img
 
 
@@ -311,8 +328,9 @@ def random_pose(rng: np.random.Generator) -> tuple[float, float]:
     return rng.uniform(0, 2 * np.pi), math.exp(rng.uniform(-0.15, 0.15))
 
 
-def render_image(seed: int, split: str, class_id: int, index: int, classes: int,
-                 min_side: int, max_side: int) -> Image.Image:
+def render_image(
+    seed: int, split: str, class_id: int, index: int, classes: int, min_side: int, max_side: int
+) -> Image.Image:
     """The one image for (seed, split, class, index); independent of every other image."""
     rng = np.random.default_rng([seed, SPLITS.index(split), class_id, index])
     specs = class_specs(classes)
@@ -346,6 +364,7 @@ def render_image(seed: int, split: str, class_id: int, index: int, classes: int,
 
 # --- the data set -------------------------------------------------------------------------
 
+
 def file_name(class_name: str, index: int) -> str:
     return f"{class_name}_{index:05d}.JPEG"
 
@@ -356,16 +375,18 @@ def render_chunk(job: tuple[str, dict, list[tuple[str, int, int]]]) -> tuple[int
     names = [spec.name for spec in class_specs(params["classes"])]
     total = 0
     for split, class_id, index in items:
-        image = render_image(params["seed"], split, class_id, index, params["classes"],
-                             params["min_side"], params["max_side"])
+        image = render_image(
+            params["seed"], split, class_id, index, params["classes"], params["min_side"], params["max_side"]
+        )
         path = Path(root, split, names[class_id], file_name(names[class_id], index))
         image.save(path, "JPEG", quality=JPEG_QUALITY)
         total += path.stat().st_size
     return len(items), total
 
 
-def checked_parameters(classes: int, train_per_class: int, val_per_class: int, scale: float,
-                       seed: int, min_side: int, max_side: int) -> dict:
+def checked_parameters(
+    classes: int, train_per_class: int, val_per_class: int, scale: float, seed: int, min_side: int, max_side: int
+) -> dict:
     """The parameters that determine the output, validated; the manifest records them."""
     checks = [
         (classes >= 2, f"classes must be >= 2, got {classes}"),
@@ -379,9 +400,16 @@ def checked_parameters(classes: int, train_per_class: int, val_per_class: int, s
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    return {"classes": int(classes), "train_per_class": int(train_per_class), "val_per_class": int(val_per_class),
-            "scale": float(scale), "seed": int(seed), "min_side": int(min_side), "max_side": int(max_side),
-            "generator_version": GENERATOR_VERSION}
+    return {
+        "classes": int(classes),
+        "train_per_class": int(train_per_class),
+        "val_per_class": int(val_per_class),
+        "scale": float(scale),
+        "seed": int(seed),
+        "min_side": int(min_side),
+        "max_side": int(max_side),
+        "generator_version": GENERATOR_VERSION,
+    }
 
 
 def split_counts(params: dict) -> dict[str, int]:
@@ -397,7 +425,7 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def chunked(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def write_images(root: Path, params: dict, workers: int, progress: bool) -> int:
@@ -409,17 +437,29 @@ def write_images(root: Path, params: dict, workers: int, progress: bool) -> int:
     jobs = [(str(root), params, chunk) for chunk in chunks]
     show = progress_enabled(progress)
     total = 0
-    with tqdm(total=len(items), unit="img", desc="demo data", disable=not show) as bar, \
-            (multiprocessing.Pool(min(workers, len(jobs))) if workers > 1 else nullcontext()) as pool:
-        for done, size in (pool.imap_unordered(render_chunk, jobs) if pool else map(render_chunk, jobs)):
+    with (
+        tqdm(total=len(items), unit="img", desc="demo data", disable=not show) as bar,
+        multiprocessing.Pool(min(workers, len(jobs))) if workers > 1 else nullcontext() as pool,
+    ):
+        for done, size in pool.imap_unordered(render_chunk, jobs) if pool else map(render_chunk, jobs):
             total += size
             bar.update(done)
     return total
 
 
-def generate(out: str | Path, classes: int = 10, train_per_class: int = 300, val_per_class: int = 50,
-             scale: float = 1.0, seed: int = 0, workers: int | None = None, min_side: int = 200,
-             max_side: int = 500, force: bool = False, progress: bool = True) -> Path:
+def generate(
+    out: str | Path,
+    classes: int = 10,
+    train_per_class: int = 300,
+    val_per_class: int = 50,
+    scale: float = 1.0,
+    seed: int = 0,
+    workers: int | None = None,
+    min_side: int = 200,
+    max_side: int = 500,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write the demo data set to `out` (ImageFolder layout plus manifest.json); returns `out`.
 
     Nothing is done when `out` already holds a set made with the same parameters. A set with
@@ -435,14 +475,18 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 300, val
     if out.exists():
         manifest = read_manifest(out)
         if manifest is None:
-            raise FileExistsError(f"{out} exists and is not a demo data set (no readable manifest.json); "
-                                  "remove it or choose another --out")
+            raise FileExistsError(
+                f"{out} exists and is not a demo data set (no readable manifest.json); "
+                "remove it or choose another --out"
+            )
         if manifest.get("parameters") == params:
             print(f"{out}: demo data set is up to date", file=sys.stderr)
             return out
         if not force:
-            raise FileExistsError(f"{out} holds a demo data set with other parameters "
-                                  f"({manifest.get('parameters')}); use force (--force) to replace it")
+            raise FileExistsError(
+                f"{out} holds a demo data set with other parameters "
+                f"({manifest.get('parameters')}); use force (--force) to replace it"
+            )
 
     start = time.perf_counter()
     partial = out.with_name(out.name + ".partial")
@@ -466,8 +510,10 @@ def generate(out: str | Path, classes: int = 10, train_per_class: int = 300, val
         shutil.rmtree(out)
     partial.rename(out)
     images = sum(counts.values()) * classes
-    print(f"{out}: wrote {images} images ({total_bytes / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s",
-          file=sys.stderr)
+    print(
+        f"{out}: wrote {images} images ({total_bytes / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
     return out
 
 
@@ -485,8 +531,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace a set made with other parameters")
     args = parser.parse_args(argv)
     try:
-        generate(args.out, args.classes, args.train_per_class, args.val_per_class, args.scale, args.seed,
-                 args.workers, args.min_side, args.max_side, force=args.force)
+        generate(
+            args.out,
+            args.classes,
+            args.train_per_class,
+            args.val_per_class,
+            args.scale,
+            args.seed,
+            args.workers,
+            args.min_side,
+            args.max_side,
+            force=args.force,
+        )
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     return 0

@@ -6,6 +6,7 @@ threshold (up to 32 MB) each time such a block is freed; from then on batch-size
 MB between batches: measured over 200 batches of 256 at 64 px, the main process's unique memory
 swung between 25 and 590 MB with the dynamic threshold, and stayed at 25 MB with a fixed one.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -6,6 +6,7 @@ file once and walks its marker segments, about a tenth of the work of `Image.ope
 also reads every quantisation and Huffman table into Python objects). Other formats, and
 JPEGs this parser cannot follow, go to Pillow.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,10 @@ class Header:
 def too_large(width: int, height: int) -> str | None:
     """Why an image of this size is refused, or None."""
     if width * height > MAX_PIXELS:
-        return (f"decompression bomb (header says {width} x {height} = {width * height:,} pixels, more than "
-                f"the limit of {MAX_PIXELS:,})")
+        return (
+            f"decompression bomb (header says {width} x {height} = {width * height:,} pixels, more than "
+            f"the limit of {MAX_PIXELS:,})"
+        )
     return None
 
 
@@ -95,10 +98,12 @@ def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
 def file_reader(fd: int, head: bytes) -> Callable[[int, int], bytes]:
     """read(offset, count) over an open file descriptor whose first bytes are `head`: served from
     `head` where it covers the range, otherwise one positioned read (no seek, no Python buffer)."""
+
     def read(offset: int, count: int) -> bytes:
         if offset + count <= len(head):
-            return head[offset:offset + count]
+            return head[offset : offset + count]
         return os.pread(fd, count, offset)
+
     return read
 
 
@@ -142,7 +147,7 @@ def open_image(source: str | BinaryIO, path: str | None = None) -> Iterator[Imag
 def encoded_header(data: bytes | memoryview, path: str) -> Header:
     """The header of an image held in memory (a worker's encoded file, before a decoder that knows
     no pixel limit gets it); raises ImageTooLarge above MAX_PIXELS."""
-    header = jpeg_header(lambda offset, count: data[offset:offset + count]) if data[:2] == JPEG_SOI else None
+    header = jpeg_header(lambda offset, count: data[offset : offset + count]) if data[:2] == JPEG_SOI else None
     header = header or pillow_header(io.BytesIO(data), path)
     check_size(path, header.width, header.height)
     return header

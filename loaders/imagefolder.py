@@ -5,6 +5,7 @@ them) and the class list. Scanning catches what would otherwise surface as a dec
 deep inside a worker, hours into a run: each bad file is named, and either fails the scan
 or (with skip_bad) is left out and counted.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,7 +64,7 @@ class PathList(Sequence):
         return len(self.offsets) - 1
 
     def relative(self, i: int) -> str:
-        return os.fsdecode(self.names[self.offsets[i]:self.offsets[i + 1]].tobytes())
+        return os.fsdecode(self.names[self.offsets[i] : self.offsets[i + 1]].tobytes())
 
     def __getitem__(self, i) -> str:
         i = int(i)
@@ -96,8 +97,9 @@ class ImageIndex:
         return "; ".join(parts)
 
 
-def check_image(path: str, full: bool,
-                formats: frozenset[str] | None = None) -> tuple[str | None, int, int, str | None]:
+def check_image(
+    path: str, full: bool, formats: frozenset[str] | None = None
+) -> tuple[str | None, int, int, str | None]:
     """(problem or None, width, height, note or None) for one file. `formats`: the Pillow format
     names the backend decodes (None: whatever Pillow opens)."""
     try:
@@ -165,9 +167,15 @@ def class_folders(root: Path) -> list[str]:
     return names
 
 
-def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None, check: str = "header",
-                      skip_bad: bool = False, workers: int | None = None, progress: bool = True,
-                      formats: frozenset[str] | None = None) -> ImageIndex:
+def scan_image_folder(
+    root: str | os.PathLike,
+    classes: list[str] | None = None,
+    check: str = "header",
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    formats: frozenset[str] | None = None,
+) -> ImageIndex:
     """Index `root`, checking every file. `classes` fixes the label order (eval uses the
     training classes); by default it is the sorted list of class folders. `formats`: the
     image formats (Pillow's names) the backend decodes; None accepts whatever Pillow opens."""
@@ -188,8 +196,9 @@ def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None,
             skipped.setdefault("files without an image extension", []).extend(others)
         if not images and not broken and name in found:
             if not skip_bad:
-                raise BadDataError(f"class folder {root / name} holds no images (use --skip-bad to keep "
-                                   "the class with no samples)")
+                raise BadDataError(
+                    f"class folder {root / name} holds no images (use --skip-bad to keep the class with no samples)"
+                )
             skipped.setdefault("empty class folders", []).append(str(root / name))
         candidates += images + broken
         candidate_labels += [label] * (len(images) + len(broken))
@@ -208,19 +217,24 @@ def scan_image_folder(root: str | os.PathLike, classes: list[str] | None = None,
     if bad and not skip_bad:
         listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise BadDataError(f"{len(bad)} bad image file(s) under {root}:\n{listing}{more}\n"
-                           "Remove them, or pass --skip-bad to leave them out (they are counted).")
+        raise BadDataError(
+            f"{len(bad)} bad image file(s) under {root}:\n{listing}{more}\n"
+            "Remove them, or pass --skip-bad to leave them out (they are counted)."
+        )
     for path, why in bad:
         skipped.setdefault(why.split(" (")[0], []).append(path)
     if not keep:
         raise BadDataError(f"no usable images under {root}")
     start = len(str(root)) + 1
     return ImageIndex(
-        root=str(root), classes=classes,
+        root=str(root),
+        classes=classes,
         paths=PathList.of(str(root), [candidates[i][start:] for i in keep]),
         labels=np.asarray([candidate_labels[i] for i in keep], dtype=np.int64),
         sizes=np.asarray([results[i][1:3] for i in keep], dtype=np.int32).reshape(-1, 2),
-        skipped=skipped, notes=notes)
+        skipped=skipped,
+        notes=notes,
+    )
 
 
 def class_listing(folder: Path) -> tuple[list[str], list[str], list[str]]:
@@ -243,10 +257,11 @@ def check_chunk(paths: list[str], full: bool, formats: frozenset[str] | None) ->
     return [check_image(p, full, formats) for p in paths]
 
 
-def run_checks(paths: list[str], check: str, workers: int | None, progress: bool,
-               formats: frozenset[str] | None = None) -> list:
+def run_checks(
+    paths: list[str], check: str, workers: int | None, progress: bool, formats: frozenset[str] | None = None
+) -> list:
     fn = partial(check_chunk, full=check == "full", formats=formats)
-    chunks = [paths[i:i + SCAN_CHUNK] for i in range(0, len(paths), SCAN_CHUNK)]
+    chunks = [paths[i : i + SCAN_CHUNK] for i in range(0, len(paths), SCAN_CHUNK)]
     bar = tqdm(total=len(paths), desc=f"scan ({check})", unit="img", disable=not progress, leave=False)
     results = []
     with bar:

@@ -15,6 +15,7 @@ then load what it stored. If the builder fails, it leaves a failure note that th
 so no process waits for an index that will not come; if it dies, the lock is released and the
 next process builds.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -71,13 +72,26 @@ def listing_signature(root: Path, classes: tuple[str, ...] | None) -> np.ndarray
 
 def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
     """Write the index as arrays under a temporary name, then rename: a stored index is whole."""
-    meta = {"format": FORMAT, "root": index.root, "classes": index.classes, "skipped": index.skipped,
-            "notes": dict(index.notes), "built": time.strftime("%Y-%m-%d %H:%M:%S"), "job": job_id()}
+    meta = {
+        "format": FORMAT,
+        "root": index.root,
+        "classes": index.classes,
+        "skipped": index.skipped,
+        "notes": dict(index.notes),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "job": job_id(),
+    }
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     with open(partial, "wb") as f:
-        np.savez(f, names=index.paths.names, offsets=index.paths.offsets, labels=index.labels,
-                 sizes=index.sizes, signature=signature,
-                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        np.savez(
+            f,
+            names=index.paths.names,
+            offsets=index.paths.offsets,
+            labels=index.labels,
+            sizes=index.sizes,
+            signature=signature,
+            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        )
     os.replace(partial, path)
 
 
@@ -88,9 +102,15 @@ def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
         meta = json.loads(z["meta"].tobytes())
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')}, expected {FORMAT}")
-        index = ImageIndex(root=root, classes=meta["classes"], paths=PathList(root, z["names"], z["offsets"]),
-                           labels=z["labels"], sizes=z["sizes"], skipped=meta["skipped"],
-                           notes=Counter(meta["notes"]))
+        index = ImageIndex(
+            root=root,
+            classes=meta["classes"],
+            paths=PathList(root, z["names"], z["offsets"]),
+            labels=z["labels"],
+            sizes=z["sizes"],
+            skipped=meta["skipped"],
+            notes=Counter(meta["notes"]),
+        )
         return index, z["signature"], meta
 
 
@@ -104,8 +124,9 @@ def say(msg: str, loud: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def stored_index(root: str | os.PathLike, settings: ScanSettings, rescan: bool = False, progress: bool = True,
-                 loud: bool = True) -> ImageIndex:
+def stored_index(
+    root: str | os.PathLike, settings: ScanSettings, rescan: bool = False, progress: bool = True, loud: bool = True
+) -> ImageIndex:
     """The index of the split folder `root`: loaded from the cache when the folder's listing is
     unchanged, otherwise scanned (by one process at a time) and stored. `rescan` rebuilds it
     unless another process built it while this one waited; so does LOWRES_RESCAN=1. `loud`: log
@@ -118,8 +139,12 @@ def stored_index(root: str | os.PathLike, settings: ScanSettings, rescan: bool =
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(path.name + ".lock"), "a")
     except OSError as e:
-        print(f"index: cannot store the index of {root} under {path.parent} ({e}); scanning without "
-              "storing it (set LOWRES_CACHE to a writable folder)", file=sys.stderr, flush=True)
+        print(
+            f"index: cannot store the index of {root} under {path.parent} ({e}); scanning without "
+            "storing it (set LOWRES_CACHE to a writable folder)",
+            file=sys.stderr,
+            flush=True,
+        )
         return scan(given, settings, progress)
     with lock:  # closing the file (or the process dying) releases the lock
         waited_from = time.time()
@@ -127,8 +152,16 @@ def stored_index(root: str | os.PathLike, settings: ScanSettings, rescan: bool =
         return reused_or_built(given, root, settings, path, rescan, waited_from, progress, loud)
 
 
-def reused_or_built(given: str, root: Path, settings: ScanSettings, path: Path, rescan: bool, waited_from: float,
-                    progress: bool, loud: bool) -> ImageIndex:
+def reused_or_built(
+    given: str,
+    root: Path,
+    settings: ScanSettings,
+    path: Path,
+    rescan: bool,
+    waited_from: float,
+    progress: bool,
+    loud: bool,
+) -> ImageIndex:
     """Under the lock: the stored index if still valid, else a fresh scan, stored."""
     failed = path.with_name(path.name + ".failed")
     if failed.is_file() and failed.stat().st_mtime >= waited_from:
@@ -142,8 +175,9 @@ def reused_or_built(given: str, root: Path, settings: ScanSettings, path: Path, 
             # Built while this process waited, or by another rank of this torchrun job: never rescan twice.
             fresh = path.stat().st_mtime >= waited_from or meta["job"] == job_id() != ""
             if np.array_equal(stored, signature) and (fresh or not rescan):
-                say(f"index: reused {path} for {root} (built {meta['built']}, folder listing unchanged; "
-                    f"{how_to})", loud)
+                say(
+                    f"index: reused {path} for {root} (built {meta['built']}, folder listing unchanged; {how_to})", loud
+                )
                 return index
             if not rescan:
                 why = "the folder changed since"
@@ -157,11 +191,20 @@ def reused_or_built(given: str, root: Path, settings: ScanSettings, path: Path, 
         raise
     failed.unlink(missing_ok=True)
     save_index(index, signature, path)
-    say(f"index: scanned {root} in {time.perf_counter() - started:.1f} s ({why}); stored as {path}, reused "
-        f"while the folder listing is unchanged ({how_to})", True)
+    say(
+        f"index: scanned {root} in {time.perf_counter() - started:.1f} s ({why}); stored as {path}, reused "
+        f"while the folder listing is unchanged ({how_to})",
+        True,
+    )
     return index
 
 
 def scan(root: str, settings: ScanSettings, progress: bool) -> ImageIndex:
-    return scan_image_folder(root, settings.classes, settings.check, settings.skip_bad, progress=progress,
-                             formats=frozenset(settings.formats) if settings.formats is not None else None)
+    return scan_image_folder(
+        root,
+        settings.classes,
+        settings.check,
+        settings.skip_bad,
+        progress=progress,
+        formats=frozenset(settings.formats) if settings.formats is not None else None,
+    )

@@ -17,6 +17,7 @@ which antialiases like Pillow's bilinear filter does when shrinking, and is plai
 interpolation when enlarging. Its float input holds only each box's region of its image, in
 chunks of at most CANVAS_BYTES, so one large photo in a batch cannot blow it up.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -62,8 +63,10 @@ def decode_jpegs(data: list[torch.Tensor], device: torch.device, codec: str) -> 
     """JPEG files as (3, H, W) uint8 RGB tensors on `device`, in one batched call (nvJPEG on CUDA)."""
     if codec == "torchcodec":
         from torchcodec.decoders import decode_jpeg
+
         return decode_jpeg(data, mode="RGB", device=device)
     from torchvision.io import ImageReadMode, decode_jpeg
+
     with torchvision_deprecation_silenced():
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
@@ -72,14 +75,17 @@ def decode_any(data: torch.Tensor, codec: str) -> torch.Tensor:
     """One file of any format the codec knows as a (3, H, W) uint8 RGB tensor on the CPU."""
     if codec == "torchcodec":
         from torchcodec.decoders import decode_image
+
         return decode_image(data, mode="RGB")
     from torchvision.io import ImageReadMode, decode_image
+
     with torchvision_deprecation_silenced():
         return decode_image(data, mode=ImageReadMode.RGB)
 
 
-def decode_batch(data: list[torch.Tensor], paths: list[str], device: torch.device,
-                 codec: str = "torchvision") -> list[torch.Tensor]:
+def decode_batch(
+    data: list[torch.Tensor], paths: list[str], device: torch.device, codec: str = "torchvision"
+) -> list[torch.Tensor]:
     """Each encoded file as a (3, H, W) uint8 RGB tensor on `device`: the JPEGs in one
     batched call (nvJPEG on CUDA), other formats (a PNG named .JPEG) on the CPU."""
     is_jpeg = [tuple(d[:2].tolist()) == JPEG_SOI for d in data]
@@ -128,9 +134,16 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Ten
     sizes = np.array([[img.shape[2], img.shape[1]] for img in images])
     regions = decode_regions(boxes.numpy(), sizes, res).tolist()  # reaches further than roi_align reads
     local = boxes - torch.tensor([[x, y, 0, 0] for x, y, _, _ in regions], dtype=torch.float64)
-    out = torch.cat([crop_regions([img[:, y:y + h, x:x + w] for img, (x, y, w, h) in zip(images[part], regions[part])],
-                                  local[part], res)
-                     for part in canvas_chunks([(h, w) for _, _, w, h in regions])])
+    out = torch.cat(
+        [
+            crop_regions(
+                [img[:, y : y + h, x : x + w] for img, (x, y, w, h) in zip(images[part], regions[part])],
+                local[part],
+                res,
+            )
+            for part in canvas_chunks([(h, w) for _, _, w, h in regions])
+        ]
+    )
     out = torch.where(flips.to(device)[:, None, None, None], out.flip(-1), out)
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
@@ -147,10 +160,16 @@ def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> 
         h, w = region.shape[1:]
         canvas[i, :, :h, :w] = region
         canvas[i, :, h, :w] = region[:, -1]
-        canvas[i, :, :h + 1, w] = canvas[i, :, :h + 1, w - 1]
+        canvas[i, :, : h + 1, w] = canvas[i, :, : h + 1, w - 1]
     boxes = boxes.to(device=device, dtype=torch.float32)
-    rois = torch.cat([torch.arange(len(regions), device=device, dtype=torch.float32)[:, None],
-                      boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+    rois = torch.cat(
+        [
+            torch.arange(len(regions), device=device, dtype=torch.float32)[:, None],
+            boxes[:, :2],
+            boxes[:, :2] + boxes[:, 2:],
+        ],
+        dim=1,
+    )
     return roi_align(canvas, rois, (res, res), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
@@ -168,8 +187,15 @@ class EncodedBatches(Dataset):
         data = [read_encoded(self.paths[i]) for i in task.indices]
         for d, i in zip(data, task.indices):  # a file may have changed since the scan; decode_jpeg has no limit
             encoded_header(memoryview(d.numpy()), self.paths[i])
-        return (data, torch.from_numpy(task.boxes),
-                torch.from_numpy(task.flips), task.res, ids, self.labels[ids], task.jitter)
+        return (
+            data,
+            torch.from_numpy(task.boxes),
+            torch.from_numpy(task.flips),
+            task.res,
+            ids,
+            self.labels[ids],
+            task.jitter,
+        )
 
 
 class CroppedBatches(EncodedBatches):
@@ -185,8 +211,9 @@ class CroppedBatches(EncodedBatches):
 class NvjpegLoader(PilLoader):
     decodes = frozenset({"JPEG", "PNG", "GIF", "WEBP"})  # torchvision's decode_jpeg / decode_image
 
-    def __init__(self, cfg: LoaderConfig, index: ImageIndex, decode_in_main: bool | None = None,
-                 codec: str | None = None):
+    def __init__(
+        self, cfg: LoaderConfig, index: ImageIndex, decode_in_main: bool | None = None, codec: str | None = None
+    ):
         # On CUDA the main process owns the decoder; `decode_in_main` lets the CPU run that path too.
         self.decode_in_main = cfg.device.type == "cuda" if decode_in_main is None else decode_in_main
         self.codec = codec or default_codec()
@@ -194,8 +221,11 @@ class NvjpegLoader(PilLoader):
             raise ValueError(f"unknown JPEG codec {self.codec!r}; available: {', '.join(CODECS)}")
         super().__init__(cfg, index)
         where = "nvJPEG on " + str(cfg.device) if cfg.device.type == "cuda" else "libjpeg-turbo on the CPU"
-        how = ("TorchCodec" if self.codec == "torchcodec"
-               else "torchvision's deprecated decoder (pip install -e '.[codec]' for TorchCodec)")
+        how = (
+            "TorchCodec"
+            if self.codec == "torchcodec"
+            else "torchvision's deprecated decoder (pip install -e '.[codec]' for TorchCodec)"
+        )
         self.summary = f"nvjpeg ({where} through {how}, roi_align crops): {index.report()}"
 
     def batch_maker(self) -> Dataset:
@@ -208,5 +238,7 @@ class NvjpegLoader(PilLoader):
         device = self.cfg.device
         for data, boxes, flips, res, ids, labels, jitter in self.loader:
             images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
-            yield (to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype, jitter),
-                   labels.to(device, non_blocking=True))
+            yield (
+                to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype, jitter),
+                labels.to(device, non_blocking=True),
+            )

@@ -11,6 +11,7 @@ do, and a batch reaches the trainer without being sent between processes (DataLo
 processes pass each batch through shared memory and a pipe, and the main process unpickles
 it: at 128 px that cost about a fifth of the delivered rate on two cores, see README).
 """
+
 from __future__ import annotations
 
 import io
@@ -163,11 +164,18 @@ class PilLoader:
     def batches(self):
         """Iterable over the epoch's made batches: a thread pool, or DataLoader worker processes."""
         if self.cfg.worker_threads:
-            return ThreadedBatches(self.batch_maker(), self.sampler, self.cfg.workers,
-                                   ahead=PREFETCH_PER_WORKER * max(self.cfg.workers, 1))
-        return DataLoader(self.batch_maker(), sampler=self.sampler, batch_size=None, num_workers=self.cfg.workers,
-                          persistent_workers=self.cfg.workers > 0, prefetch_factor=PREFETCH_PER_WORKER
-                          if self.cfg.workers else None, pin_memory=self.cfg.device.type == "cuda")
+            return ThreadedBatches(
+                self.batch_maker(), self.sampler, self.cfg.workers, ahead=PREFETCH_PER_WORKER * max(self.cfg.workers, 1)
+            )
+        return DataLoader(
+            self.batch_maker(),
+            sampler=self.sampler,
+            batch_size=None,
+            num_workers=self.cfg.workers,
+            persistent_workers=self.cfg.workers > 0,
+            prefetch_factor=PREFETCH_PER_WORKER if self.cfg.workers else None,
+            pin_memory=self.cfg.device.type == "cuda",
+        )
 
     def batch_maker(self) -> Dataset:
         """What the workers run on each planned batch (the nvjpeg backend swaps in its own)."""
@@ -182,5 +190,7 @@ class PilLoader:
 
     def __iter__(self):
         for images, labels, jitter in self.loader:
-            yield (to_model_input(images, self.cfg.device, self.cfg.dtype, jitter),
-                   labels.to(self.cfg.device, non_blocking=True))
+            yield (
+                to_model_input(images, self.cfg.device, self.cfg.dtype, jitter),
+                labels.to(self.cfg.device, non_blocking=True),
+            )

@@ -5,6 +5,7 @@ Planning in the main process from (seed, epoch) alone makes the augmentation ind
 worker counts and decoder threads, lets a decoder read only the region it needs, and gives
 every backend over the same data (pil, dali) the same crops for the same seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -16,6 +16,7 @@ complete: a killed run leaves no half-written image, and running the same comman
 carries on where it stopped (DIR/prepared.json records the settings; other settings into the
 same DIR are refused). A split is complete when prepared.json lists it under "complete".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,10 @@ def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, c
                 counts[outcome] += 1
     if bad and not args.skip_bad:
         listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
-        raise BadDataError(f"{len(bad)} image(s) under {root} could not be decoded:\n{listing}\n"
-                           "Remove them, or pass --skip-bad to leave them out (they are counted).")
+        raise BadDataError(
+            f"{len(bad)} image(s) under {root} could not be decoded:\n{listing}\n"
+            "Remove them, or pass --skip-bad to leave them out (they are counted)."
+        )
     skipped = {why: len(p) for why, p in index.skipped.items()}
     if bad:
         skipped["unreadable image"] = skipped.get("unreadable image", 0) + len(bad)
@@ -111,10 +114,15 @@ def read_manifest(path: Path, settings: PrepareSettings, source: str) -> dict:
     if not path.is_file():
         return {"format": FORMAT, "source": source, "settings": asdict(settings), "complete": {}}
     manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT or manifest.get("settings") != asdict(settings) \
-            or manifest.get("source") != source:
-        raise BadDataError(f"{path.parent} holds a copy prepared from {manifest.get('source')} with "
-                           f"{manifest.get('settings')}, not {source} with {asdict(settings)}: use another --out")
+    if (
+        manifest.get("format") != FORMAT
+        or manifest.get("settings") != asdict(settings)
+        or manifest.get("source") != source
+    ):
+        raise BadDataError(
+            f"{path.parent} holds a copy prepared from {manifest.get('source')} with "
+            f"{manifest.get('settings')}, not {source} with {asdict(settings)}: use another --out"
+        )
     return manifest
 
 
@@ -136,29 +144,45 @@ def prepare(args) -> dict:
         side = split_max_side(split, settings.for_res)
         done = prepare_split(Path(args.data) / split, out / split, side, settings, classes, args)
         classes = classes or done["classes"]  # later splits use the first split's labels
-        print(f"{split}: longer side <= {side} px, JPEG q{settings.jpeg_quality}: "
-              f"{', '.join(f'{n} {k}' for k, n in sorted(done['images'].items()))}"
-              f"{''.join(f'; skipped {n} {why}' for why, n in done['skipped'].items())} -> {out / split}", flush=True)
+        print(
+            f"{split}: longer side <= {side} px, JPEG q{settings.jpeg_quality}: "
+            f"{', '.join(f'{n} {k}' for k, n in sorted(done['images'].items()))}"
+            f"{''.join(f'; skipped {n} {why}' for why, n in done['skipped'].items())} -> {out / split}",
+            flush=True,
+        )
         manifest["complete"][split] = {k: v for k, v in done.items() if k != "classes"}
         write_manifest(manifest_path, manifest)
     return manifest
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m loaders.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m loaders.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help="ImageNet-layout root (ROOT/<split>/<class>/<image>)")
     parser.add_argument("--out", required=True, help="folder for the copy (DIR/<split>/<class>/<image>)")
     parser.add_argument("--for-res", type=int, required=True, help="the training crop side the copy serves")
     parser.add_argument("--splits", default="train,val", help="comma-separated splits; the first fixes the labels")
-    parser.add_argument("--jpeg-quality", type=int, default=PrepareSettings.jpeg_quality,
-                        help="quality of the downscaled JPEGs (default: %(default)s)")
+    parser.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=PrepareSettings.jpeg_quality,
+        help="quality of the downscaled JPEGs (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in prepared.json)")
-    parser.add_argument("--check", choices=("header", "full"), default="header",
-                        help="image check of the scan (default: %(default)s; the copy decodes every image anyway)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bars (off when not a terminal or when CI is set)")
+    parser.add_argument(
+        "--check",
+        choices=("header", "full"),
+        default="header",
+        help="image check of the scan (default: %(default)s; the copy decodes every image anyway)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars (off when not a terminal or when CI is set)",
+    )
     args = parser.parse_args(argv)
     return prepare(args)
 

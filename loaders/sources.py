@@ -7,6 +7,7 @@ backend also finds ROOT/<split>.beton, .ffcv or the one ROOT/<split>*.beton|.ffc
 line, or an ImageFolder split whose sorted folder names are the classes (the numbering of
 torchvision's ImageFolder, which FFCV's ImageNet example writes its labels with).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -34,8 +35,10 @@ def class_names(source: str) -> list[str]:
     names = [line.strip() for line in text.strip("\n").splitlines()]
     empty = [i + 1 for i, name in enumerate(names) if not name]
     if not names or empty:
-        raise BadDataError(f"class list {path} must hold one name per line; "
-                           + (f"line(s) {empty[:5]} are empty" if empty else "it is empty"))
+        raise BadDataError(
+            f"class list {path} must hold one name per line; "
+            + (f"line(s) {empty[:5]} are empty" if empty else "it is empty")
+        )
     repeated = sorted(name for name, n in Counter(names).items() if n > 1)
     if repeated:
         raise BadDataError(f"class list {path} names a class twice: {repeated[:5]}")

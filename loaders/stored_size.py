@@ -4,6 +4,7 @@ follows (FFCV's .beton preset, `python -m loaders.prepare` for the ImageFolder b
 A run reads no stored pixel it does not need: training decodes the average crop at K_train
 pixels or more, and the test sweep's largest centre crop reads no upsampled pixels.
 """
+
 from __future__ import annotations
 
 import math

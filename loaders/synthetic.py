@@ -3,6 +3,7 @@
 It is the compute-bound upper limit that benchmarks divide real-data throughput by, and it
 lets tests and dry runs exercise the trainer without a data set.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -11,6 +11,7 @@ positions, so exact zeros (every position zero after the ReLU) and large values 
 frequent (paper: at K_test 64 instead of 224, zeros rise from 0.5% to 29.8% and values above
 2 from 1.2% to 11.9%).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,9 @@ LARGE = 2.0  # the paper's threshold for "large" pooled values
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, loader, precision: Precision, dist: DistContext,
-                    batches: int = 0) -> torch.Tensor:
+def pooled_features(
+    model: nn.Module, loader, precision: Precision, dist: DistContext, batches: int = 0
+) -> torch.Tensor:
     """(images, channels) float32 on the CPU: the classifier input for every image of
     `loader` (the first `batches` batches if positive), gathered from every rank."""
     classifier = last_module(model, nn.Linear)
@@ -86,9 +88,11 @@ def activation_stats(values: torch.Tensor, levels: int = CDF_LEVELS) -> dict:
     if flat.numel() == 0:
         raise ValueError("activation statistics of an empty tensor")
     probabilities = torch.linspace(0, 1, levels, dtype=torch.float64)
-    return {"values": flat.numel(),
-            "zero_share": (flat == 0).double().mean().item(),
-            "above_2_share": (flat > LARGE).double().mean().item(),
-            "mean": flat.mean().item(),
-            "std": flat.std(correction=0).item(),
-            "cdf": {"p": probabilities.tolist(), "x": quantiles(sorted_sample(flat), probabilities).tolist()}}
+    return {
+        "values": flat.numel(),
+        "zero_share": (flat == 0).double().mean().item(),
+        "above_2_share": (flat > LARGE).double().mean().item(),
+        "mean": flat.mean().item(),
+        "std": flat.std(correction=0).item(),
+        "cdf": {"p": probabilities.tolist(), "x": quantiles(sorted_sample(flat), probabilities).tolist()},
+    }

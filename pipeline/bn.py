@@ -7,6 +7,7 @@ test-time augmentation, replaces those statistics with the ones of the new size;
 moves. The estimate is a plain average over the N batches (momentum None) rather than an
 exponential one, so N batches weigh equally and the old statistics leave no trace.
 """
+
 from __future__ import annotations
 
 import torch

@@ -12,15 +12,21 @@ Every job writes its own run folder (--out): config.json, metrics.jsonl, checkpo
 summary; `--resume` continues an interrupted job. `torchrun --nproc_per_node N train.py ...`
 runs any job data-parallel, unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
 
 from pipeline.config import add_arguments, from_args
 from pipeline.jobs import run_activations, run_finetune, run_fixres, run_recalibrate, run_sweep, run_train
-from pipeline.options import (ActivationsConfig, FinetuneConfig, FixResConfig, RecalibrateConfig, SweepConfig,
-                              TrainConfig)
-
+from pipeline.options import (
+    ActivationsConfig,
+    FinetuneConfig,
+    FixResConfig,
+    RecalibrateConfig,
+    SweepConfig,
+    TrainConfig,
+)
 
 JOBS = {
     "train": (TrainConfig, run_train, "train from scratch at K_train (RandomResizedCrop)"),
@@ -44,4 +50,3 @@ def main(argv: list[str] | None = None):
     except ValueError as e:
         parser.error(str(e))
     return fn(cfg)
-

@@ -4,6 +4,7 @@
 class into argparse options (`--batch-size` for `batch_size`, `--flag/--no-flag` for
 booleans); `from_args` builds the config back, and its `__post_init__` checks the values.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            kind = {"int": int, "float": float, "str": str}.get(
+                f.type if isinstance(f.type, str) else f.type.__name__, str
+            )
             parser.add_argument(flag, type=kind, default=f.default, help=f"{help_text} (default: {f.default})")
 
 

@@ -1,5 +1,6 @@
 """What every command prints: plain lines, progress bars only where a person watches, and one
 readable line, not a traceback, when the data or an option value is wrong."""
+
 from __future__ import annotations
 
 import os

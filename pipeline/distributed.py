@@ -1,4 +1,5 @@
 """torchrun support: rank and world size from the environment, sums across ranks."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ evaluation, shared by train, finetune, sweep and the benchmarks. Batches come fr
 Metrics accumulate on the device and are read once per epoch (and every few steps for the
 progress bar), so the step never waits for the host.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # the session module builds loaders; the loops only read its 
 BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
 
 
-def forward_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion,
-                 precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_loss(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion, precision: Precision
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, loss) of one batch under the run's precision."""
     with precision.autocast():
         logits = model(images)
@@ -45,8 +47,9 @@ def backward_step(loss: torch.Tensor, optimizer, scaler) -> None:
     scaler.update()
 
 
-def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer, scaler, criterion,
-               precision: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer, scaler, criterion, precision: Precision
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step: forward, backward, update; returns (logits, loss). The benchmarks
     time its two halves apart, so each is a function of its own."""
     logits, loss = forward_loss(model, images, labels, criterion, precision)
@@ -54,8 +57,18 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, opt
     return logits, loss
 
 
-def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule: LrSchedule,
-                epoch: int, precision: Precision, dist: DistContext, progress: bool = True) -> dict:
+def train_epoch(
+    model: nn.Module,
+    loader,
+    optimizer,
+    scaler,
+    criterion,
+    schedule: LrSchedule,
+    epoch: int,
+    precision: Precision,
+    dist: DistContext,
+    progress: bool = True,
+) -> dict:
     """One pass over `loader`; returns loss, accuracy, optimiser steps, throughput and the sizes used."""
     model.train()
     steps = len(loader)
@@ -74,21 +87,26 @@ def train_epoch(model: nn.Module, loader, optimizer, scaler, criterion, schedule
             sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()])
         bar.update(1)
         if progress and (i % BAR_EVERY == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{sums[0].item() / sum(sizes.values()):.3f}", lr=f"{lr:.3g}",
-                            res=images.shape[-1])
+            bar.set_postfix(loss=f"{sums[0].item() / sum(sizes.values()):.3f}", lr=f"{lr:.3g}", res=images.shape[-1])
     bar.close()
     seconds = time.perf_counter() - start
     count = torch.tensor([float(sum(sizes.values()))], device=device, dtype=torch.float64)
     loss_sum, correct, count = all_sum(torch.cat([sums, count]), dist).tolist()
-    return {"train_loss": loss_sum / max(count, 1), "train_acc": 100 * correct / max(count, 1),
-            "train_images": int(count), "train_steps": steps, "train_seconds": seconds,
-            "train_img_per_s": count / seconds if seconds else 0.0,
-            "sizes": {str(k): v for k, v in sorted(sizes.items())}}
+    return {
+        "train_loss": loss_sum / max(count, 1),
+        "train_acc": 100 * correct / max(count, 1),
+        "train_images": int(count),
+        "train_steps": steps,
+        "train_seconds": seconds,
+        "train_img_per_s": count / seconds if seconds else 0.0,
+        "sizes": {str(k): v for k, v in sorted(sizes.items())},
+    }
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
-             progress: bool = True, desc: str = "eval") -> dict:
+def evaluate(
+    model: nn.Module, loader, precision: Precision, dist: DistContext, progress: bool = True, desc: str = "eval"
+) -> dict:
     """Top-1/top-5 accuracy and loss over every sample once (summed across ranks).
 
     Call it with the unwrapped model: DDP would broadcast buffers on every forward, and
@@ -111,12 +129,26 @@ def evaluate(model: nn.Module, loader, precision: Precision, dist: DistContext,
     seconds = time.perf_counter() - start
     count = torch.tensor([float(images_seen)], device=device, dtype=torch.float64)
     loss_sum, top1, top5, count = all_sum(torch.cat([sums, count]), dist).tolist()
-    return {"loss": loss_sum / max(count, 1), "top1": 100 * top1 / max(count, 1),
-            "top5": 100 * top5 / max(count, 1), "images": int(count), "seconds": seconds}
+    return {
+        "loss": loss_sum / max(count, 1),
+        "top1": 100 * top1 / max(count, 1),
+        "top5": 100 * top5 / max(count, 1),
+        "images": int(count),
+        "seconds": seconds,
+    }
 
 
-def fit(model: nn.Module, train_loader, val_loader, optimizer, cfg: OptimConfig, run: RunDir, s: Session,
-        state: dict | None, meta: dict) -> dict:
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    optimizer,
+    cfg: OptimConfig,
+    run: RunDir,
+    s: Session,
+    state: dict | None,
+    meta: dict,
+) -> dict:
     """The epoch loop of train and finetune: train, validate, log, checkpoint (with `meta`).
     `state` is the checkpoint of an interrupted run to continue, or None."""
     core = model
@@ -135,16 +167,26 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, cfg: OptimConfig,
     last = {}
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)
-        stats = train_epoch(model, train_loader, optimizer, scaler, criterion, schedule, epoch,
-                            s.precision, s.dist, s.progress)
+        stats = train_epoch(
+            model, train_loader, optimizer, scaler, criterion, schedule, epoch, s.precision, s.dist, s.progress
+        )
         val = evaluate(core, val_loader, s.precision, s.dist, s.progress, desc="val")
         last = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in val.items()}}
         run.log(last)
-        run.save_checkpoint({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "epoch": epoch + 1, **meta})
+        run.save_checkpoint(
+            {
+                "model": core.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                **meta,
+            }
+        )
         if s.dist.is_main:
-            say(f"epoch {epoch + 1}/{cfg.epochs}  sizes {stats['sizes']}  loss {stats['train_loss']:.3f}  "
+            say(
+                f"epoch {epoch + 1}/{cfg.epochs}  sizes {stats['sizes']}  loss {stats['train_loss']:.3f}  "
                 f"train acc {stats['train_acc']:.1f}  val top1 {val['top1']:.2f}  "
-                f"{stats['train_img_per_s']:.0f} img/s  {stats['train_seconds']:.1f}s")
+                f"{stats['train_img_per_s']:.0f} img/s  {stats['train_seconds']:.1f}s"
+            )
     barrier(s.dist)
     return last

@@ -6,6 +6,7 @@ the classifier and the batch-norm right before pooling. All batch-norm layers st
 mode meanwhile, so every layer's running statistics are re-estimated at K_test, while only
 the head's parameters move.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -10,6 +10,7 @@ magnifies them by K_image_test / image side. With sigma^2 ~ U(sigma_min^2, sigma
 Objects look larger in training than in testing (ratio 0.81 for the standard parameters),
 so the test resolution that equalises them is above the train resolution.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,17 +26,23 @@ def expected_roc_scale(spec: RandomResizedCropSpec = RandomResizedCropSpec()) ->
     return (2 / 3) * (hi**3 - lo**3) / (hi**2 - lo**2)
 
 
-def apparent_size_ratio(train_res: int, test_res: int,
-                        train_spec: RandomResizedCropSpec = RandomResizedCropSpec(),
-                        test_spec: CenterCropSpec = CenterCropSpec()) -> float:
+def apparent_size_ratio(
+    train_res: int,
+    test_res: int,
+    train_spec: RandomResizedCropSpec = RandomResizedCropSpec(),
+    test_spec: CenterCropSpec = CenterCropSpec(),
+) -> float:
     """E[r_test / r_train]: below 1 means objects look smaller at test time than in training."""
     k_image_test = test_res / test_spec.crop_ratio
     return expected_roc_scale(train_spec) * k_image_test / train_res
 
 
-def recommended_test_res(train_res: int, step: int = 8,
-                         train_spec: RandomResizedCropSpec = RandomResizedCropSpec(),
-                         test_spec: CenterCropSpec = CenterCropSpec()) -> int:
+def recommended_test_res(
+    train_res: int,
+    step: int = 8,
+    train_spec: RandomResizedCropSpec = RandomResizedCropSpec(),
+    test_spec: CenterCropSpec = CenterCropSpec(),
+) -> int:
     """The K_test (a multiple of `step`) whose apparent object size matches training:
     224 -> 280, 128 -> 160, 64 -> 80 for the standard parameters."""
     exact = train_res * test_spec.crop_ratio / expected_roc_scale(train_spec)

@@ -9,6 +9,7 @@ black, with the image's mean grey, with each pixel's grey; clamped to the value 
 this fixed order where torchvision permutes the order per image. Hue is left out, as in
 FixRes's ColorJitter(b, c, s).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +39,6 @@ def color_jittered(images: torch.Tensor, factors: torch.Tensor, bound: float = 2
     """The float (N, 3, H, W) batch (values in [0, bound]) with brightness, contrast and
     saturation of image i scaled by factors[i]; same memory format as the input."""
     f = factors.to(device=images.device, dtype=images.dtype).view(-1, 3, 1, 1)
-    images = blend(images, torch.zeros_like(images), f[:, BRIGHTNESS:BRIGHTNESS + 1], bound)
-    images = blend(images, grey(images).mean(dim=(1, 2, 3), keepdim=True), f[:, CONTRAST:CONTRAST + 1], bound)
-    return blend(images, grey(images), f[:, SATURATION:SATURATION + 1], bound)
+    images = blend(images, torch.zeros_like(images), f[:, BRIGHTNESS : BRIGHTNESS + 1], bound)
+    images = blend(images, grey(images).mean(dim=(1, 2, 3), keepdim=True), f[:, CONTRAST : CONTRAST + 1], bound)
+    return blend(images, grey(images), f[:, SATURATION : SATURATION + 1], bound)

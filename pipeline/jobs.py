@@ -3,6 +3,7 @@
 Each takes its configuration (pipeline/options.py), writes its own run folder and returns
 what a caller needs (the folder, or the sweep's rows); pipeline/cli.py maps commands to them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,13 +23,32 @@ from pipeline.finetune import FINETUNE_AUGMENTATIONS, finetune_parameters
 from pipeline.fixres import apparent_size_ratio, recommended_test_res
 from pipeline.models import create_model, load_weights
 from pipeline.optim import make_sgd
-from pipeline.options import (ActivationsConfig, CommonConfig, FinetuneConfig, FixResConfig, FromCheckpoint,
-                              RecalibrateConfig, SweepConfig, TrainConfig, parse_resolutions)
+from pipeline.options import (
+    ActivationsConfig,
+    CommonConfig,
+    FinetuneConfig,
+    FixResConfig,
+    FromCheckpoint,
+    RecalibrateConfig,
+    SweepConfig,
+    TrainConfig,
+    parse_resolutions,
+)
 from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
 from pipeline.report import activations_table, fixres_report, plot_activation_cdfs, sweep_table
 from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
-from pipeline.session import (Session, announce, make_loader, model_from_checkpoint, prepare_model,
-                              resume_or_start, run_folder, source_checkpoint, source_folder, start_session)
+from pipeline.session import (
+    Session,
+    announce,
+    make_loader,
+    model_from_checkpoint,
+    prepare_model,
+    resume_or_start,
+    run_folder,
+    source_checkpoint,
+    source_folder,
+    start_session,
+)
 from pipeline.sizes import ConstantSize
 from pipeline.stages import stage_result
 
@@ -55,10 +75,17 @@ def run_train(cfg: TrainConfig) -> Path:
     optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
     meta = {"classes": classes, "model_name": cfg.model, "train_res": last_res, "job": "train"}
     last = fit(model, train_loader, val_loader, optimizer, cfg, run, s, state, meta)
-    run.write_json("summary.json", {
-        "job": "train", "train_res": last_res, "eval_res": eval_res, "final": last,
-        "train_seconds": sum(m["train_seconds"] for m in run.metrics()),
-        "skipped": {"train": train_loader.skipped, "val": val_loader.skipped}})
+    run.write_json(
+        "summary.json",
+        {
+            "job": "train",
+            "train_res": last_res,
+            "eval_res": eval_res,
+            "final": last,
+            "train_seconds": sum(m["train_seconds"] for m in run.metrics()),
+            "skipped": {"train": train_loader.skipped, "val": val_loader.skipped},
+        },
+    )
     return path
 
 
@@ -73,8 +100,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     source = source_checkpoint(cfg, s)
     classes = source["classes"]
     if s.dist.is_main:
-        say(f"FixRes fine-tuning at K_test={test_res} with {cfg.augment} augmentation (trained at {train_res}; "
-            f"apparent object size ratio {apparent_size_ratio(train_res, test_res):.2f})")
+        say(
+            f"FixRes fine-tuning at K_test={test_res} with {cfg.augment} augmentation (trained at {train_res}; "
+            f"apparent object size ratio {apparent_size_ratio(train_res, test_res):.2f})"
+        )
     policy = ConstantSize(test_res, cfg.batch_size)
     augment, jitter = FINETUNE_AUGMENTATIONS[cfg.augment]
     train_loader = make_loader(cfg, s, "train", policy, augment, shuffle=True, classes=classes, color_jitter=jitter)
@@ -83,11 +112,25 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     model = model_from_checkpoint(state or source, s)
     finetune_parameters(model)
     optimizer = make_sgd(model, cfg.momentum, cfg.weight_decay)
-    meta = {"classes": classes, "model_name": source["model_name"], "train_res": source["train_res"],
-            "test_res": test_res, "job": "finetune", "source": str(cfg.source)}
+    meta = {
+        "classes": classes,
+        "model_name": source["model_name"],
+        "train_res": source["train_res"],
+        "test_res": test_res,
+        "job": "finetune",
+        "source": str(cfg.source),
+    }
     last = fit(model, train_loader, val_loader, optimizer, cfg, run, s, state, meta)
-    run.write_json("summary.json", {"job": "finetune", "train_res": source["train_res"], "test_res": test_res,
-                                    "final": last, "train_seconds": sum(m["train_seconds"] for m in run.metrics())})
+    run.write_json(
+        "summary.json",
+        {
+            "job": "finetune",
+            "train_res": source["train_res"],
+            "test_res": test_res,
+            "final": last,
+            "train_seconds": sum(m["train_seconds"] for m in run.metrics()),
+        },
+    )
     return path
 
 
@@ -121,10 +164,20 @@ def run_sweep(cfg: SweepConfig) -> list[dict]:
             laws = {"frechet_test": asdict(test_law), "frechet_train": asdict(train_law)}
         loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, classes)
         m = evaluate(model, loader, s.precision, s.dist, s.progress, desc=f"sweep {res}")
-        rows.append({"test_res": res, "top1": m["top1"], "top5": m["top5"], "loss": m["loss"],
-                     "apparent_size_ratio": apparent_size_ratio(train_res, res),
-                     "img_per_s": m["images"] / m["seconds"], "images": m["images"],
-                     "recalibrated_batches": cfg.recalibrate_bn, "parametric_batches": cfg.parametric, **laws})
+        rows.append(
+            {
+                "test_res": res,
+                "top1": m["top1"],
+                "top5": m["top5"],
+                "loss": m["loss"],
+                "apparent_size_ratio": apparent_size_ratio(train_res, res),
+                "img_per_s": m["images"] / m["seconds"],
+                "images": m["images"],
+                "recalibrated_batches": cfg.recalibrate_bn,
+                "parametric_batches": cfg.parametric,
+                **laws,
+            }
+        )
         if s.dist.is_main:
             say(f"K_test {res:4d}  top1 {m['top1']:6.2f}  top5 {m['top5']:6.2f}")
     bn = f", BN recalibrated on {cfg.recalibrate_bn} batches" if cfg.recalibrate_bn else ""
@@ -133,16 +186,20 @@ def run_sweep(cfg: SweepConfig) -> list[dict]:
     if s.dist.is_main:
         say(table)
     name = sweep_name(cfg)
-    run.write_json(f"{name}.json", {"checkpoint": str(cfg.source), "train_res": train_res,
-                                    "config": asdict(cfg), "rows": rows})
+    run.write_json(
+        f"{name}.json", {"checkpoint": str(cfg.source), "train_res": train_res, "config": asdict(cfg), "rows": rows}
+    )
     run.write_text(f"{name}.md", table + "\n")
     return rows
 
 
 def sweep_name(cfg: SweepConfig) -> str:
     """The sweep's file name in the run folder: one per kind of adaptation."""
-    return "sweep" + (f"-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "") + (
-        f"-parametric{cfg.parametric}" if cfg.parametric else "")
+    return (
+        "sweep"
+        + (f"-bn{cfg.recalibrate_bn}" if cfg.recalibrate_bn else "")
+        + (f"-parametric{cfg.parametric}" if cfg.parametric else "")
+    )
 
 
 def train_sample(cfg: CommonConfig, s: Session, res: int, classes: list[str]):
@@ -151,8 +208,7 @@ def train_sample(cfg: CommonConfig, s: Session, res: int, classes: list[str]):
     return make_loader(cfg, s, "train", ConstantSize(res, cfg.batch_size), "center", True, classes)
 
 
-def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int,
-                   classes: list[str]) -> int:
+def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int, classes: list[str]) -> int:
     """Re-estimate `model`'s BN statistics at side `res` from `batches` training batches."""
     seen = recalibrate_bn(model, train_sample(cfg, s, res, classes), batches, s.precision, s.dist)
     if s.dist.is_main:
@@ -166,9 +222,11 @@ def fitted_law(model: nn.Module, cfg: SweepConfig, s: Session, res: int, classes
     values = pooled_features(model, train_sample(cfg, s, res, classes), s.precision, s.dist, cfg.parametric)
     law = fit_frechet(values)
     if s.dist.is_main:
-        say(f"Fréchet law at {res} px from {values.shape[0]} images: mu {law.mu:.4f}, sigma {law.sigma:.4f}, "
+        say(
+            f"Fréchet law at {res} px from {values.shape[0]} images: mu {law.mu:.4f}, sigma {law.sigma:.4f}, "
             f"xi {law.xi:g} (zeros {100 * (values == 0).double().mean().item():.1f}%, Kolmogorov distance "
-            f"of the fit {fit_distance(values, law):.3f})")
+            f"of the fit {fit_distance(values, law):.3f})"
+        )
     return law
 
 
@@ -186,8 +244,9 @@ def run_activations(cfg: ActivationsConfig) -> list[dict]:
     for path, checkpoint in models:
         model = model_from_checkpoint(checkpoint, s)
         for res in sides:
-            loader = make_loader(cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False,
-                                 checkpoint["classes"])
+            loader = make_loader(
+                cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, checkpoint["classes"]
+            )
             stats = activation_stats(pooled_features(model, loader, s.precision, s.dist, cfg.batches))
             rows.append({"checkpoint": str(path), "train_res": checkpoint["train_res"], "test_res": res, **stats})
     table = activations_table(rows)
@@ -210,11 +269,16 @@ def run_recalibrate(cfg: RecalibrateConfig) -> Path:
     state = source_checkpoint(cfg, s)
     model = model_from_checkpoint(state, s)
     seen = recalibrate_at(model, cfg, s, res, cfg.batches, state["classes"])
-    run.save_checkpoint({**{k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
-                         "model": model.state_dict(), "test_res": res, "recalibrated_images": seen,
-                         "source": str(cfg.source)})
-    run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen,
-                                    "source": str(cfg.source)})
+    run.save_checkpoint(
+        {
+            **{k: v for k, v in state.items() if k not in ("optimizer", "scaler")},
+            "model": model.state_dict(),
+            "test_res": res,
+            "recalibrated_images": seen,
+            "source": str(cfg.source),
+        }
+    )
+    run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen, "source": str(cfg.source)})
     return path
 
 
@@ -224,18 +288,40 @@ def run_fixres(cfg: FixResConfig) -> dict:
     again after an interruption goes on where it stopped."""
     root = run_folder(cfg, "fixres")
     common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig)}
-    t_train = stage_result(root / "train" / "summary.json", lambda: run_train(TrainConfig(**{
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)},
-        "out": str(root / "train"), "resume": (root / "train" / "config.json").exists()})))["train_seconds"]
+    t_train = stage_result(
+        root / "train" / "summary.json",
+        lambda: run_train(
+            TrainConfig(
+                **{
+                    **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)},
+                    "out": str(root / "train"),
+                    "resume": (root / "train" / "config.json").exists(),
+                }
+            )
+        ),
+    )["train_seconds"]
     sweep_res = ",".join(map(str, parse_resolutions(cfg.sweep_res, cfg.train_res)))
     before = sweep_once(root / "train", sweep_res, common)
     parametric = sweep_once(root / "train", sweep_res, common, cfg.parametric) if cfg.parametric else None
     ft_res = pick_finetune_res(cfg, before)
     ft_dir = root / f"finetune-{ft_res}"
-    t_ft = stage_result(ft_dir / "summary.json", lambda: run_finetune(FinetuneConfig(**{
-        **common, "out": str(ft_dir), "checkpoint": str(root / "train"), "test_res": str(ft_res),
-        "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr, "augment": cfg.finetune_augment,
-        "resume": (ft_dir / "config.json").exists()})))["train_seconds"]
+    t_ft = stage_result(
+        ft_dir / "summary.json",
+        lambda: run_finetune(
+            FinetuneConfig(
+                **{
+                    **common,
+                    "out": str(ft_dir),
+                    "checkpoint": str(root / "train"),
+                    "test_res": str(ft_res),
+                    "epochs": cfg.finetune_epochs,
+                    "lr": cfg.finetune_lr,
+                    "augment": cfg.finetune_augment,
+                    "resume": (ft_dir / "config.json").exists(),
+                }
+            )
+        ),
+    )["train_seconds"]
     after = sweep_once(ft_dir, sweep_res, common)
     report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft, parametric)
     say(report["table"])
@@ -245,10 +331,14 @@ def run_fixres(cfg: FixResConfig) -> dict:
 def sweep_once(path: Path, test_res: str, common: dict, parametric: int = 0) -> list[dict]:
     """The sweep of the checkpoint in `path` over `test_res` (with the parametric adaptation
     fitted on `parametric` batches if positive), unless it was swept so before."""
-    cfg = SweepConfig(**{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res,
-                         "parametric": parametric})
-    return stage_result(path / f"{sweep_name(cfg)}.json", lambda: run_sweep(cfg),
-                        valid=lambda done: done["config"]["test_res"] == test_res)["rows"]
+    cfg = SweepConfig(
+        **{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res, "parametric": parametric}
+    )
+    return stage_result(
+        path / f"{sweep_name(cfg)}.json",
+        lambda: run_sweep(cfg),
+        valid=lambda done: done["config"]["test_res"] == test_res,
+    )["rows"]
 
 
 def pick_finetune_res(cfg: FixResConfig, sweep: list[dict]) -> int:

@@ -3,6 +3,7 @@
 No weights are ever downloaded; `load_weights` reads a local state dict instead (for
 instance torchvision's ResNet-50 file, to sweep it on ImageNet).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,11 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(*conv_bn(cin, cout, stride), nn.ReLU(inplace=True), *conv_bn(cout, cout))
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -57,12 +61,16 @@ def create_model(name: str, num_classes: int) -> nn.Module:
         return TinyResNet(num_classes)
     if name.startswith("timm/"):
         import timm
+
         return timm.create_model(name.removeprefix("timm/"), pretrained=False, num_classes=num_classes)
     import torchvision
+
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
-        raise ValueError(f"unknown model {name!r}: use resnet_tiny, a torchvision classification model "
-                         f"(e.g. resnet18, resnet50) or timm/<name>")
+        raise ValueError(
+            f"unknown model {name!r}: use resnet_tiny, a torchvision classification model "
+            f"(e.g. resnet18, resnet50) or timm/<name>"
+        )
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
@@ -85,16 +93,20 @@ def load_weights(model: nn.Module, path: str) -> None:
     own = model.state_dict()
     head = classifier_weight(model)
     if head in state and head in own and state[head].shape[0] != own[head].shape[0]:
-        raise ValueError(f"weights {path}: the classifier {head} has {state[head].shape[0]} outputs but the model "
-                         f"wants {own[head].shape[0]} (the class count of the data): bring weights for these classes")
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+        raise ValueError(
+            f"weights {path}: the classifier {head} has {state[head].shape[0]} outputs but the model "
+            f"wants {own[head].shape[0]} (the class count of the data): bring weights for these classes"
+        )
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if mismatched:
         raise ValueError(f"weights {path} do not fit the model: " + "; ".join(mismatched[:5]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"weights {path} do not match the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(f"weights {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def classifier_weight(model: nn.Module) -> str:

@@ -1,6 +1,7 @@
 """SGD with the ImageNet recipe's conventions: lr = base x B / 256 (per step, so that steps
 of different batch sizes get their own lr), linear warm-up, cosine or step decay, and no
 weight decay on batch-norm parameters and biases."""
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 (pipeline/config.py turns them into argparse options and back). `__post_init__` checks
 every value, so a bad one fails at start with its option's name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,12 +17,18 @@ from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
 
 @dataclass
 class CommonConfig:
-    data: str = opt("data/demo", "ImageNet-layout root holding train/ and val/ (ffcv: or FFCV files "
-                                 "<split>.beton, <split>.ffcv or the one <split>*.ffcv|.beton)")
+    data: str = opt(
+        "data/demo",
+        "ImageNet-layout root holding train/ and val/ (ffcv: or FFCV files "
+        "<split>.beton, <split>.ffcv or the one <split>*.ffcv|.beton)",
+    )
     train_data: str = opt("", "training split instead of <data>/train: a folder, or for ffcv an FFCV file")
     val_data: str = opt("", "validation split instead of <data>/val: a folder, or for ffcv an FFCV file")
-    classes: str = opt("", "names of the label ids: a text file (one per line) or an ImageFolder split "
-                           "(its sorted folder names); default: the data's own classes, or the label ids")
+    classes: str = opt(
+        "",
+        "names of the label ids: a text file (one per line) or an ImageFolder split "
+        "(its sorted folder names); default: the data's own classes, or the label ids",
+    )
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
     workers: int = opt(2, "decoding worker processes per process")
@@ -79,9 +86,12 @@ class TrainConfig(OptimConfig):
     mix_mode: str = opt("B+", "MixSize: B+ (batch size B0 (S0/S)^2) or D+ (B0 images, (S0/S)^2 copies)")
     mix_ref: int = opt(0, "MixSize: reference side S0 at which --batch-size is B0 (0: the largest size)")
     eval_res: int = opt(0, "validation side after each epoch (0: the last epoch's nominal train side)")
-    repeated_aug: int = opt(1, "repeated augmentation: each image of an epoch this many times, in other crops "
-                               "and spread over ranks, on 1/k of the images so that an epoch costs the same "
-                               "(FixRes trains with 3)")
+    repeated_aug: int = opt(
+        1,
+        "repeated augmentation: each image of an epoch this many times, in other crops "
+        "and spread over ranks, on 1/k of the images so that an epoch costs the same "
+        "(FixRes trains with 3)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -110,11 +120,17 @@ class FromCheckpoint(CommonConfig):
 
     checkpoint: str = opt("", "checkpoint file or run folder to start from (or --model with --weights)")
     model: str = opt("", "without --checkpoint: the model of --weights (e.g. resnet50, timm/<name>)")
-    weights: str = opt("", "without --checkpoint: a local state dict of --model whose classifier has one "
-                           "output per class folder of the data (e.g. torchvision's ResNet-50 file on ImageNet)")
+    weights: str = opt(
+        "",
+        "without --checkpoint: a local state dict of --model whose classifier has one "
+        "output per class folder of the data (e.g. torchvision's ResNet-50 file on ImageNet)",
+    )
     train_res: int = opt(224, "with --weights: the side K_train the weights were trained at")
-    test_res: str = opt("auto", "test side(s): comma-separated, or auto (the FixRes apparent-size rule "
-                                "for one side; 0.75x-2x K_train for a sweep)")
+    test_res: str = opt(
+        "auto",
+        "test side(s): comma-separated, or auto (the FixRes apparent-size rule "
+        "for one side; 0.75x-2x K_train for a sweep)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -136,9 +152,12 @@ class FinetuneConfig(OptimConfig, FromCheckpoint):
     lr: float = opt(0.05, "learning rate for a batch of 256 (head only)")
     warmup_epochs: float = opt(0.0, "linear warm-up epochs")
     label_smoothing: float = opt(0.0, "label smoothing (FixEfficientNet uses 0.1)")
-    augment: str = opt("test", "fine-tuning augmentation (FixRes section 5): test (resize + centre crop), "
-                               "test2 (centre crop shifted horizontally, flip, colour jitter), train "
-                               "(RandomResizedCrop + flip)")
+    augment: str = opt(
+        "test",
+        "fine-tuning augmentation (FixRes section 5): test (resize + centre crop), "
+        "test2 (centre crop shifted horizontally, flip, colour jitter), train "
+        "(RandomResizedCrop + flip)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -147,11 +166,17 @@ class FinetuneConfig(OptimConfig, FromCheckpoint):
 
 @dataclass
 class SweepConfig(FromCheckpoint):
-    recalibrate_bn: int = opt(0, "before each test side, re-estimate BN statistics from this many "
-                                 "training batches at that side (0: no recalibration)")
-    parametric: int = opt(0, "parametric adaptation: fit Fréchet laws to the pooled activations of this many "
-                             "training batches (test-time augmentation) at K_train and at each side, and map "
-                             "the pooled values from the one to the other before the classifier (0: off)")
+    recalibrate_bn: int = opt(
+        0,
+        "before each test side, re-estimate BN statistics from this many "
+        "training batches at that side (0: no recalibration)",
+    )
+    parametric: int = opt(
+        0,
+        "parametric adaptation: fit Fréchet laws to the pooled activations of this many "
+        "training batches (test-time augmentation) at K_train and at each side, and map "
+        "the pooled values from the one to the other before the classifier (0: off)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -181,12 +206,17 @@ class RecalibrateConfig(FromCheckpoint):
 @dataclass
 class FixResConfig(TrainConfig):
     sweep_res: str = opt("auto", "test sides to sweep before and after fine-tuning, or auto")
-    finetune_res: str = opt("auto", "K_test to fine-tune at: a side, auto (apparent-size rule) or best "
-                                    "(best of the first sweep above K_train)")
+    finetune_res: str = opt(
+        "auto",
+        "K_test to fine-tune at: a side, auto (apparent-size rule) or best (best of the first sweep above K_train)",
+    )
     finetune_epochs: int = opt(3, "fine-tuning epochs")
     finetune_lr: float = opt(0.05, "fine-tuning learning rate for a batch of 256")
-    parametric: int = opt(8, "training batches per side to fit the parametric adaptation of the trained "
-                             "model, swept beside plain testing (0: no parametric column)")
+    parametric: int = opt(
+        8,
+        "training batches per side to fit the parametric adaptation of the trained "
+        "model, swept beside plain testing (0: no parametric column)",
+    )
     finetune_augment: str = opt("test", "fine-tuning augmentation: test, test2 or train (see finetune --help)")
 
     def __post_init__(self):

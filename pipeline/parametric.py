@@ -18,6 +18,7 @@ parametrisation that keeps every observation inside the support. Appendix A of t
 not in reference/; the form above and xi = 0.3 are as summarised from it (see the README for
 where this departs: the censoring at zero and the fitting method are ours).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,10 @@ def fit_frechet(values: torch.Tensor, xi: float | None = PAPER_XI) -> Frechet:
     x = sorted_sample(values)
     if x[0] < 0:
         share = (x < 0).double().mean().item()
-        raise ValueError(f"the Fréchet model needs non-negative pooled activations (average pooling after a "
-                         f"ReLU); {100 * share:.1f}% of these values are negative")
+        raise ValueError(
+            f"the Fréchet model needs non-negative pooled activations (average pooling after a "
+            f"ReLU); {100 * share:.1f}% of these values are negative"
+        )
     positive = x[x > 0]
     zeros = x.numel() - positive.numel()
     if positive.numel() < 10 or positive[-1] == positive[0]:

@@ -3,6 +3,7 @@
 One code path for every precision: autocast and the gradient scaler are toggled with
 `enabled=`, bf16 needs no scaler, fp32 on the CPU uses neither.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ class Precision:
         return self.amp_dtype or torch.float32
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+        )
 
     def scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

@@ -4,6 +4,7 @@ Nothing is lost when a run is interrupted: the checkpoint is replaced atomically
 + rename), metrics are appended line by line, and a resumed run drops any metrics line of an
 epoch that its checkpoint does not contain (that epoch runs again).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def claim_run_folder(path: Path, resume: bool) -> None:
     """A new run needs a folder no other run has started in; a resumed one needs its own."""
     started = (path / "config.json").exists()
     if started and not resume:
-        raise FileExistsError(f"run folder {path} already holds a run: pass --resume to continue it, "
-                              "or choose another --out")
+        raise FileExistsError(
+            f"run folder {path} already holds a run: pass --resume to continue it, or choose another --out"
+        )
     if resume and not started:
         raise FileNotFoundError(f"--resume: no run in {path} (no config.json)")
 
@@ -86,9 +88,10 @@ def read_tensors(path: Path, what: str):
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{what} {path} is refused: it holds Python objects other than tensors, numbers, "
-                         f"strings, lists and dicts, and loading them could run code ({str(e).splitlines()[0]})"
-                         ) from None
+        raise ValueError(
+            f"{what} {path} is refused: it holds Python objects other than tensors, numbers, "
+            f"strings, lists and dicts, and loading them could run code ({str(e).splitlines()[0]})"
+        ) from None
     except Exception as e:  # a truncated or foreign file: say which one
         raise ValueError(f"cannot read {what} {path}: {e}") from e
 

@@ -1,5 +1,6 @@
 """What every job sets up the same way: device, precision and ranks (a Session), its loaders,
 its model on the device, and its run folder with the printed and saved configuration."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,20 +44,43 @@ def start_session(cfg: CommonConfig) -> Session:
         torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Session(resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main,
-                   cfg.compile)
+    return Session(
+        resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main, cfg.compile
+    )
 
 
-def make_loader(cfg: CommonConfig, s: Session, split: str, policy, augment: str, shuffle: bool,
-                classes: list[str] | None = None, repeats: int = 1, color_jitter: float = 0.0):
+def make_loader(
+    cfg: CommonConfig,
+    s: Session,
+    split: str,
+    policy,
+    augment: str,
+    shuffle: bool,
+    classes: list[str] | None = None,
+    repeats: int = 1,
+    color_jitter: float = 0.0,
+):
     """The loader of `split` (--train-data / --val-data, or <data>/<split>); labels index
     `classes` (the training classes or a checkpoint's), else --classes, else the data's own."""
     lc = LoaderConfig(
-        backend=cfg.loader, root=split_root(cfg.data, split, cfg.train_data if split == "train" else cfg.val_data),
-        policy=policy, augment=augment, shuffle=shuffle, device=s.device, dtype=s.precision.input_dtype,
-        seed=cfg.seed, workers=cfg.workers, rank=s.dist.rank, world_size=s.dist.world_size,
-        classes=data_classes(cfg, classes), skip_bad=cfg.skip_bad, check=cfg.check, rescan=cfg.rescan,
-        repeats=repeats, color_jitter=color_jitter)
+        backend=cfg.loader,
+        root=split_root(cfg.data, split, cfg.train_data if split == "train" else cfg.val_data),
+        policy=policy,
+        augment=augment,
+        shuffle=shuffle,
+        device=s.device,
+        dtype=s.precision.input_dtype,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        rank=s.dist.rank,
+        world_size=s.dist.world_size,
+        classes=data_classes(cfg, classes),
+        skip_bad=cfg.skip_bad,
+        check=cfg.check,
+        rescan=cfg.rescan,
+        repeats=repeats,
+        color_jitter=color_jitter,
+    )
     loader = create_loader(lc, progress=s.progress)
     if s.dist.is_main:
         say(f"{split}: {loader.summary}")
@@ -68,8 +92,10 @@ def data_classes(cfg: CommonConfig, known: list[str] | None) -> list[str] | None
     agree with `known` when both are there."""
     given = class_names(cfg.classes) if cfg.classes else None
     if given is not None and known is not None and given != known:
-        raise ValueError(f"--classes {cfg.classes} names other classes than the checkpoint's "
-                         f"({len(given)}: {given[:3]}... vs {len(known)}: {known[:3]}...)")
+        raise ValueError(
+            f"--classes {cfg.classes} names other classes than the checkpoint's "
+            f"({len(given)}: {given[:3]}... vs {len(known)}: {known[:3]}...)"
+        )
     return known if known is not None else given
 
 
@@ -87,8 +113,13 @@ def source_checkpoint(cfg: FromCheckpoint, s: Session) -> dict:
     probe = make_loader(dataclasses.replace(cfg, workers=0), s, "val", ConstantSize(cfg.train_res, 1), "center", False)
     model = create_model(cfg.model, len(probe.classes))
     load_weights(model, cfg.weights)
-    return {"model": model.state_dict(), "classes": probe.classes, "model_name": cfg.model,
-            "train_res": cfg.train_res, "weights": cfg.weights}
+    return {
+        "model": model.state_dict(),
+        "classes": probe.classes,
+        "model_name": cfg.model,
+        "train_res": cfg.train_res,
+        "weights": cfg.weights,
+    }
 
 
 def source_folder(cfg: FromCheckpoint) -> Path:
@@ -115,9 +146,16 @@ def announce(job: str, cfg, run: RunDir, s: Session) -> None:
     """Print the resolved configuration and save it in the run folder."""
     if s.dist.is_main:
         say(f"== {job} -> {run.path}\n{json.dumps(asdict(cfg), indent=2)}")
-    run.write_json("config.json", {"job": job, **asdict(cfg), "world_size": s.dist.world_size,
-                                   "resolved_device": str(s.device),
-                                   "resolved_amp": str(s.precision.amp_dtype)})
+    run.write_json(
+        "config.json",
+        {
+            "job": job,
+            **asdict(cfg),
+            "world_size": s.dist.world_size,
+            "resolved_device": str(s.device),
+            "resolved_amp": str(s.precision.amp_dtype),
+        },
+    )
 
 
 def resume_or_start(cfg, job: str):
@@ -130,6 +168,12 @@ def resume_or_start(cfg, job: str):
         return cfg, path, None
     saved = json.loads((path / "config.json").read_text())
     fields = {f.name for f in dataclasses.fields(cfg)}
-    cfg = type(cfg)(**{**{k: v for k, v in saved.items() if k in fields}, "resume": True,
-                       "progress": cfg.progress, "out": str(path)})
+    cfg = type(cfg)(
+        **{
+            **{k: v for k, v in saved.items() if k in fields},
+            "resume": True,
+            "progress": cfg.progress,
+            "out": str(path),
+        }
+    )
     return cfg, path, load_checkpoint(path) if (path / CHECKPOINT).exists() else None

@@ -5,6 +5,7 @@ plan and yields batches shaped accordingly, and the trainer only reads each batc
 Plans depend on (epoch, number of samples) alone, so every rank of a distributed run
 computes the same plan without talking to the others.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,7 @@ class LinearRamp:
         for name in ("start_res", "end_res", "batch_size", "step"):
             check_positive_int(name.replace("_", " "), getattr(self, name))
         if not 0 <= self.start_epoch <= self.end_epoch:
-            raise ValueError(
-                f"ramp epochs must satisfy 0 <= start <= end, got {self.start_epoch}, {self.end_epoch}")
+            raise ValueError(f"ramp epochs must satisfy 0 <= start <= end, got {self.start_epoch}, {self.end_epoch}")
 
     def res_at(self, epoch: int) -> int:
         span = max(self.end_epoch - self.start_epoch, 1)
@@ -139,11 +139,13 @@ class MixSize:
             check_positive_int("MixSize reference size", self.ref_size)
         for size in self.sizes:
             if self.step_for(size).batch_size < 1:
-                raise ValueError(f"batch size {self.batch_size} at reference size {self.s0} gives no image "
-                                 f"at size {size} (B+ needs B0 * (S0/S)^2 >= 0.5)")
+                raise ValueError(
+                    f"batch size {self.batch_size} at reference size {self.s0} gives no image "
+                    f"at size {size} (B+ needs B0 * (S0/S)^2 >= 0.5)"
+                )
 
     @classmethod
-    def around(cls, mean: int, spread: float, step: int, **kw) -> "MixSize":
+    def around(cls, mean: int, spread: float, step: int, **kw) -> MixSize:
         """Sizes within two spreads of `mean`, multiples of `step`, Gaussian weights."""
         check_positive_int("MixSize mean size", mean)
         check_positive_int("size step", step)

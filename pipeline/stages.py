@@ -1,11 +1,12 @@
 """Multi-stage commands (fixres, the trade-off and size-resilience studies) run each stage
 once: a stage whose result file is there is not run again, so an interrupted command goes on
 where it stopped."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def stage_result(result: Path, run: Callable[[], object], valid: Callable[[dict], bool] = lambda _: True) -> dict:

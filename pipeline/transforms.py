@@ -11,6 +11,7 @@ which image, and so that a decoder knows the region it needs before it decodes (
 DALI decode only what the crop covers; Pillow can decode at a reduced DCT scale).
 A box is (x, y, w, h) in source pixels, floats for eval (the resize is fractional).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,12 @@ class CenterCropSpec:
         return int(round(res / self.crop_ratio))
 
 
-def random_resized_crop_boxes(rng: np.random.Generator, widths: np.ndarray, heights: np.ndarray,
-                              spec: RandomResizedCropSpec = RandomResizedCropSpec()) -> np.ndarray:
+def random_resized_crop_boxes(
+    rng: np.random.Generator,
+    widths: np.ndarray,
+    heights: np.ndarray,
+    spec: RandomResizedCropSpec = RandomResizedCropSpec(),
+) -> np.ndarray:
     """(N, 4) int64 boxes (x, y, w, h), one per image, distributed as torchvision samples them."""
     n = len(widths)
     W = np.asarray(widths, dtype=np.float64)[:, None]
@@ -87,8 +92,9 @@ def fallback_boxes(W: np.ndarray, H: np.ndarray, ratio: tuple[float, float]) -> 
     return np.stack([x, y, w, h], axis=1)
 
 
-def resized_extent(widths: np.ndarray, heights: np.ndarray, res: int,
-                   spec: CenterCropSpec = CenterCropSpec()) -> tuple[np.ndarray, np.ndarray]:
+def resized_extent(
+    widths: np.ndarray, heights: np.ndarray, res: int, spec: CenterCropSpec = CenterCropSpec()
+) -> tuple[np.ndarray, np.ndarray]:
     """(width, height) after torchvision's Resize(S): the shorter side scaled to S, the longer
     one to int(S * long / short)."""
     W = np.asarray(widths, dtype=np.float64)
@@ -98,8 +104,9 @@ def resized_extent(widths: np.ndarray, heights: np.ndarray, res: int,
     return np.where(W <= H, side, np.floor(side * W / short)), np.where(W <= H, np.floor(side * H / short), side)
 
 
-def center_crop_boxes(widths: np.ndarray, heights: np.ndarray, res: int,
-                      spec: CenterCropSpec = CenterCropSpec()) -> np.ndarray:
+def center_crop_boxes(
+    widths: np.ndarray, heights: np.ndarray, res: int, spec: CenterCropSpec = CenterCropSpec()
+) -> np.ndarray:
     """(N, 4) float boxes in source pixels equal to torchvision's Resize(S) + CenterCrop(K).
 
     The centre crop starts at round((resized - K) / 2). Mapping the K x K window back through
@@ -109,8 +116,9 @@ def center_crop_boxes(widths: np.ndarray, heights: np.ndarray, res: int,
     return source_boxes(widths, heights, rw, rh, np.round((rw - res) / 2.0), np.round((rh - res) / 2.0), res)
 
 
-def shifted_center_crop_boxes(rng: np.random.Generator, widths: np.ndarray, heights: np.ndarray, res: int,
-                              spec: CenterCropSpec = CenterCropSpec()) -> np.ndarray:
+def shifted_center_crop_boxes(
+    rng: np.random.Generator, widths: np.ndarray, heights: np.ndarray, res: int, spec: CenterCropSpec = CenterCropSpec()
+) -> np.ndarray:
     """(N, 4) float boxes of test DA2 (FixRes): the centre crop of `center_crop_boxes` moved
     horizontally. As in FixRes's code, a shift of up to the centre offset x0 (uniform integer
     in [0, x0]) in a random direction, kept inside the resized image; the vertical position
@@ -122,8 +130,7 @@ def shifted_center_crop_boxes(rng: np.random.Generator, widths: np.ndarray, heig
     return source_boxes(widths, heights, rw, rh, x, np.round((rh - res) / 2.0), res)
 
 
-def source_boxes(widths, heights, rw: np.ndarray, rh: np.ndarray, x: np.ndarray, y: np.ndarray,
-                 res: int) -> np.ndarray:
+def source_boxes(widths, heights, rw: np.ndarray, rh: np.ndarray, x: np.ndarray, y: np.ndarray, res: int) -> np.ndarray:
     """The K x K windows at (x, y) of the resized images, in source pixels."""
     sx = np.asarray(widths, dtype=np.float64) / rw
     sy = np.asarray(heights, dtype=np.float64) / rh

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny demo data set (generated once per session) and bad-file makers."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,8 +22,9 @@ def private_cache(tmp_path_factory):
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x 16 train + 6 val images of the demo generator, at small sides."""
     root = tmp_path_factory.mktemp("data") / "tiny"
-    return generate(root, classes=3, train_per_class=16, val_per_class=6, min_side=64, max_side=160,
-                    workers=1, progress=False)
+    return generate(
+        root, classes=3, train_per_class=16, val_per_class=6, min_side=64, max_side=160, workers=1, progress=False
+    )
 
 
 @pytest.fixture

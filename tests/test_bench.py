@@ -1,5 +1,6 @@
 """The benchmarks run end to end on the tiny data set and write what they promise; their
 pure pieces (variants, the batch-size search, the Pareto front, CPU accounting) are exact."""
+
 import json
 import multiprocessing
 import sys
@@ -31,12 +32,20 @@ def test_variants_parse_loader_config_overrides():
 
 def test_missing_data_is_an_error_not_a_skipped_backend(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
-        open_variant(parse_variant("pil"), root=str(tmp_path / "missing"), policy=ConstantSize(32, 4),
-                     augment="rrc", shuffle=True)
+        open_variant(
+            parse_variant("pil"),
+            root=str(tmp_path / "missing"),
+            policy=ConstantSize(32, 4),
+            augment="rrc",
+            shuffle=True,
+        )
+
+
 def test_only_a_missing_library_is_a_skip(tiny_data, monkeypatch):
     """A backend that is not installed is skipped with the install hint; a backend that fails
     stops the benchmark, naming the backend."""
     from pipeline.sizes import ConstantSize
+
     config = dict(root=str(tiny_data / "train"), policy=ConstantSize(32, 8), augment="rrc", shuffle=True, workers=0)
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # None blocks the import
     monkeypatch.delitem(sys.modules, "loaders.dali", raising=False)
@@ -81,8 +90,25 @@ def test_monitor_counts_the_cpu_time_of_child_processes():
 
 
 def test_loader_benchmark(tiny_data, tmp_path):
-    path = loader_throughput.main(["--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0",
-                                   "--warmup", "1", "--steps", "2", "--repeats", "2", *quiet(tmp_path)])
+    path = loader_throughput.main(
+        [
+            "--data",
+            str(tiny_data),
+            "--res",
+            "32",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--repeats",
+            "2",
+            *quiet(tmp_path),
+        ]
+    )
     result = json.loads(path.read_text())
     assert {"cpu", "cores", "gpu", "libraries"} <= set(result["machine"])
     measured = {r["backend"] for r in result["rows"]}
@@ -94,10 +120,33 @@ def test_loader_benchmark(tiny_data, tmp_path):
         assert r["single_core_rate"] > 0 and r["efficiency"] == r["img_per_cpu_s"] / r["single_core_rate"]
         assert r["backend"] != "torchvision" or r["ratio_to_reference"] == r["cpu_ratio_to_reference"] == 1.0
     assert path.with_suffix(".png").stat().st_size > 0 and "| torchvision |" in path.with_suffix(".md").read_text()
-    again = json.loads(loader_throughput.main([
-        "--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "2",
-        "--repeats", "2", "--backends", "pil", "--splits", "train", "--compare", str(path),
-        *quiet(tmp_path)]).read_text())
+    again = json.loads(
+        loader_throughput.main(
+            [
+                "--data",
+                str(tiny_data),
+                "--res",
+                "32",
+                "--batch-size",
+                "8",
+                "--workers",
+                "0",
+                "--warmup",
+                "1",
+                "--steps",
+                "2",
+                "--repeats",
+                "2",
+                "--backends",
+                "pil",
+                "--splits",
+                "train",
+                "--compare",
+                str(path),
+                *quiet(tmp_path),
+            ]
+        ).read_text()
+    )
     assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
 
 
@@ -112,6 +161,7 @@ class Recorded:
 
     def __iter__(self):
         import torch
+
         for _ in range(4):
             self.log.append(self.name)
             yield torch.zeros(1), torch.zeros(1)
@@ -121,28 +171,70 @@ def test_backends_take_turns_in_rotating_order():
     log = []
     args = loader_throughput.parse_args(["--warmup", "1", "--steps", "2", "--repeats", "3", "--work-batches", "1"])
     turns, single = loader_throughput.interleaved(
-        {n: Recorded(n, log) for n in "abc"}, {n: Recorded(n.upper(), log) for n in "abc"}, args,
-        torch.device("cpu"), type("Bar", (), {"set_postfix_str": lambda self, s: None})())
-    assert "".join(log) == "aaaAAbbbBBcccCC" "bbbBBcccCCaaaAA" "cccCCaaaAAbbbBB"
+        {n: Recorded(n, log) for n in "abc"},
+        {n: Recorded(n.upper(), log) for n in "abc"},
+        args,
+        torch.device("cpu"),
+        type("Bar", (), {"set_postfix_str": lambda self, s: None})(),
+    )
+    assert "".join(log) == "aaaAAbbbBBcccCCbbbBBcccCCaaaAAcccCCaaaAAbbbBB"
     assert all(len(t) == 3 and all(x["images"] == 2 for x in t) for t in turns.values())
     assert all(len(t) == 3 and all(x["images"] == 1 for x in t) for t in single.values())
 
 
 def test_train_benchmark(tiny_data, tmp_path):
-    path = train_throughput.main(["--data", str(tiny_data), "--models", "resnet_tiny", "--res", "32",
-                                  "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "1",
-                                  "--repeats", "2", "--backends", "pil", *quiet(tmp_path)])
+    path = train_throughput.main(
+        [
+            "--data",
+            str(tiny_data),
+            "--models",
+            "resnet_tiny",
+            "--res",
+            "32",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--warmup",
+            "1",
+            "--steps",
+            "1",
+            "--repeats",
+            "2",
+            "--backends",
+            "pil",
+            *quiet(tmp_path),
+        ]
+    )
     (row,) = json.loads(path.read_text())["rows"]
     assert row["synthetic"]["img_per_s"]["median"] > 0 and 0 < row["forward_share"] < 1
     real = row["real"]["pil"]
-    assert real["starvation_ratio"] == pytest.approx(real["img_per_s"]["median"] / row["synthetic"]["img_per_s"]["median"])
+    assert real["starvation_ratio"] == pytest.approx(
+        real["img_per_s"]["median"] / row["synthetic"]["img_per_s"]["median"]
+    )
     assert path.with_suffix(".png").exists()
 
 
 def test_tradeoff_benchmark(tiny_data, tmp_path):
-    args = ["--data", str(tiny_data), "--train-res", "32", "--test-res", "32,40", "--epochs", "1",
-            "--finetune-epochs", "1", "--batch-size", "8", "--workers", "0", "--runs", str(tmp_path / "runs"),
-            *quiet(tmp_path)]
+    args = [
+        "--data",
+        str(tiny_data),
+        "--train-res",
+        "32",
+        "--test-res",
+        "32,40",
+        "--epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--runs",
+        str(tmp_path / "runs"),
+        *quiet(tmp_path),
+    ]
     path = tradeoff.main(args)
     rows = json.loads(path.read_text())["rows"]
     assert [(r["train_res"], r["test_res"], r["finetune_res"]) for r in rows] == [(32, 32, 40), (32, 40, 40)]
@@ -154,23 +246,54 @@ def test_tradeoff_benchmark(tiny_data, tmp_path):
 
 def test_scale_benchmark(tiny_data, tmp_path):
     """Tiny: 3 classes x 12 links; this checkout also stands in for the baseline."""
-    path = scale.main(["--root", str(tmp_path / "scale"), "--source", str(tiny_data / "train"), "--classes", "3",
-                       "--per-class", "12", "--val-per-class", "2", "--batches", "3", "--pss-from", "1",
-                       "--batch-size", "4", "--res", "32", "--workers", "1", "--baseline", ".",
-                       "--baseline-starts", "2", *quiet(tmp_path)])
+    path = scale.main(
+        [
+            "--root",
+            str(tmp_path / "scale"),
+            "--source",
+            str(tiny_data / "train"),
+            "--classes",
+            "3",
+            "--per-class",
+            "12",
+            "--val-per-class",
+            "2",
+            "--batches",
+            "3",
+            "--pss-from",
+            "1",
+            "--batch-size",
+            "4",
+            "--res",
+            "32",
+            "--workers",
+            "1",
+            "--baseline",
+            ".",
+            "--baseline-starts",
+            "2",
+            *quiet(tmp_path),
+        ]
+    )
     record = json.loads(path.read_text())
     rows = record["rows"]
     assert [(r["code"], r["start"], r["index"]) for r in rows] == [
-        ("before", "cold", "scanned"), ("before", "warm", "reused"),
-        ("this", "cold", "scanned"), ("this", "warm", "reused")]
+        ("before", "cold", "scanned"),
+        ("before", "warm", "reused"),
+        ("this", "cold", "scanned"),
+        ("this", "warm", "reused"),
+    ]
     assert all(r["images"] == 36 and r["start_to_first_batch_s"] > r["index_s"] > 0 for r in rows)
     assert all(set(r["pss_mb"]) == {"1", "3"} for r in rows if r["start"] == "warm")
     assert record["cold_scan_speedup"] > 0
     first = tmp_path / "scale" / "imagenet" / "train" / "n00000000" / "n00000000_0.JPEG"
     assert first.stat().st_nlink > 1  # a hard link to a source image
+
+
 def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
     """Each stage's command line parses (a typo would surface only on the GPU machine)."""
     from bench import gpu_check
+
     args = gpu_check.parse_args(["--data", str(tmp_path / "data"), "--workers", "4"])
     commands = gpu_check.stage_commands(args, tmp_path / "gpu")
     assert list(commands) == list(gpu_check.STAGES)
@@ -188,5 +311,6 @@ def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path, capsys):
     from bench import gpu_check
+
     assert gpu_check.main(["--out", str(tmp_path)]) == 2
     assert "no CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """Every command ends a data or option error with one readable message, not a traceback, and
 shows progress bars only on a terminal outside CI."""
+
 import os
 import subprocess
 import sys
@@ -16,23 +17,47 @@ ROOT = Path(__file__).resolve().parents[1]
 def command(*args, env=None):
     """(exit code, stderr) of `python args...` run from the repository root."""
     env = {**{k: v for k, v in os.environ.items() if k != "LOWRES_DEBUG"}, "PYTHONPATH": str(ROOT), **(env or {})}
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
     return done.returncode, done.stderr
 
 
-@pytest.mark.parametrize("args,named", [
-    (["train.py", "train", "--data", "{tmp}/missing", "--no-progress", "--out", "{tmp}/run"], "{tmp}/missing/train"),
-    (["train.py", "sweep", "--checkpoint", "{tmp}/no-run", "--no-progress"], "{tmp}/no-run"),
-    (["train.py", "train", "--train-res", "-5"], "-5"),
-    (["-m", "loaders.ffcv", "write", "--data", "{tmp}/missing", "--out", "{tmp}/b", "--no-progress"],
-     "{tmp}/missing/train"),
-    (["-m", "loaders.ffcv", "write", "--data", "{tmp}", "--out", "{tmp}/b", "--jpeg-quality", "0"],
-     "JPEG quality must be in 1..100, got 0"),
-    (["-m", "loaders.demo_data", "--out", "{tmp}/demo", "--classes", "1"], "classes must be >= 2, got 1"),
-    (["-m", "bench.loader_throughput", "--data", "{tmp}/missing", "--out", "{tmp}/r", "--res", "32", "--steps", "1"],
-     "{tmp}/missing/train"),
-])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (
+            ["train.py", "train", "--data", "{tmp}/missing", "--no-progress", "--out", "{tmp}/run"],
+            "{tmp}/missing/train",
+        ),
+        (["train.py", "sweep", "--checkpoint", "{tmp}/no-run", "--no-progress"], "{tmp}/no-run"),
+        (["train.py", "train", "--train-res", "-5"], "-5"),
+        (
+            ["-m", "loaders.ffcv", "write", "--data", "{tmp}/missing", "--out", "{tmp}/b", "--no-progress"],
+            "{tmp}/missing/train",
+        ),
+        (
+            ["-m", "loaders.ffcv", "write", "--data", "{tmp}", "--out", "{tmp}/b", "--jpeg-quality", "0"],
+            "JPEG quality must be in 1..100, got 0",
+        ),
+        (["-m", "loaders.demo_data", "--out", "{tmp}/demo", "--classes", "1"], "classes must be >= 2, got 1"),
+        (
+            [
+                "-m",
+                "bench.loader_throughput",
+                "--data",
+                "{tmp}/missing",
+                "--out",
+                "{tmp}/r",
+                "--res",
+                "32",
+                "--steps",
+                "1",
+            ],
+            "{tmp}/missing/train",
+        ),
+    ],
+)
 def test_errors_are_one_message_without_traceback(tmp_path, args, named):
     code, err = command(*(a.format(tmp=tmp_path) for a in args))
     assert code != 0 and named.format(tmp=tmp_path) in err and "Traceback" not in err, err

@@ -8,6 +8,7 @@ alone; bench/gpu_check.py runs them first). The CPU twins (bf16 batches, bf16 au
 everywhere, so the body of every test also runs in CI. A backend whose library is not installed
 (DALI, FFCV) is skipped with the reason.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +26,11 @@ from pipeline.precision import resolve_precision
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device is visible to PyTorch")
 DEVICE_BACKENDS = ("pil", "dali", "nvjpeg", "ffcv")
-TARGETS = {"cpu-bf16": ("cpu", torch.bfloat16), "cuda-fp16": ("cuda", torch.float16),
-           "cuda-bf16": ("cuda", torch.bfloat16)}
+TARGETS = {
+    "cpu-bf16": ("cpu", torch.bfloat16),
+    "cuda-fp16": ("cuda", torch.float16),
+    "cuda-bf16": ("cuda", torch.bfloat16),
+}
 # Grey levels (0-255) that normalising in the batch dtype may move a pixel. The subtraction and
 # the scaling each round: fp16 (11 significant bits) by hundredths of a level; bf16 (8 bits) by up
 # to half a level at 255 before scaling, ~0.45 after it, plus the mean's own rounding (123.675 ->
@@ -35,16 +39,17 @@ DTYPE_TOLERANCE = {torch.float16: 0.25, torch.bfloat16: 2.0}
 
 
 def targets(*names):
-    return [pytest.param(*TARGETS[n], id=n, marks=[pytest.mark.cuda, NO_CUDA] if n.startswith("cuda") else [])
-            for n in names]
+    return [
+        pytest.param(*TARGETS[n], id=n, marks=[pytest.mark.cuda, NO_CUDA] if n.startswith("cuda") else [])
+        for n in names
+    ]
 
 
 def open_loader(data, backend, device, dtype, **kw):
     """A loader delivering to `device` in `dtype` (two workers on the GPU, whose batches are
     pinned), or a skip when the backend's library is missing here."""
     try:
-        return make(data, backend, device=torch.device(device), dtype=dtype, workers=2 if device == "cuda" else 0,
-                    **kw)
+        return make(data, backend, device=torch.device(device), dtype=dtype, workers=2 if device == "cuda" else 0, **kw)
     except ImportError as e:
         pytest.skip(f"{backend} is not installed here: {str(e)[:120]}")
 
@@ -132,15 +137,29 @@ def trained_weights_move(precision, loader, epochs: int) -> tuple[dict, torch.am
     optimizer, scaler = make_sgd(model, 0.9, 0.0), precision.scaler()
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        stats = train_epoch(model, loader, optimizer, scaler, nn.CrossEntropyLoss(), LrSchedule(0.2, epochs), epoch,
-                            precision, DistContext(), progress=False)
+        stats = train_epoch(
+            model,
+            loader,
+            optimizer,
+            scaler,
+            nn.CrossEntropyLoss(),
+            LrSchedule(0.2, epochs),
+            epoch,
+            precision,
+            DistContext(),
+            progress=False,
+        )
         assert np.isfinite(stats["train_loss"]) and stats["train_images"] == 40
     return before, scaler, model
 
 
-@pytest.mark.parametrize("device,amp", [pytest.param("cpu", "bf16", id="cpu-bf16"),
-                                        *[pytest.param("cuda", a, id=f"cuda-{a}", marks=[pytest.mark.cuda, NO_CUDA])
-                                          for a in ("fp16", "bf16")]])
+@pytest.mark.parametrize(
+    "device,amp",
+    [
+        pytest.param("cpu", "bf16", id="cpu-bf16"),
+        *[pytest.param("cuda", a, id=f"cuda-{a}", marks=[pytest.mark.cuda, NO_CUDA]) for a in ("fp16", "bf16")],
+    ],
+)
 def test_train_steps_under_amp(tiny_data, device, amp):
     """A real loader, channels-last, autocast; fp16 through the gradient scaler (its first steps
     may overflow and be skipped: after 3 epochs of 4 steps the weights must have moved, and stay fp32)."""
@@ -163,9 +182,32 @@ def test_fixres_job_on_the_gpu(tiny_data, tmp_path, backend):
     """train -> sweep -> fine-tune -> sweep on the demo generator's data, on the GPU with the
     default AMP (its CPU twin is tests/test_train.py's fixres test)."""
     try:
-        report = cli.main(["fixres", "--data", str(tiny_data), "--device", "cuda", "--loader", backend,
-                             "--epochs", "2", "--train-res", "32", "--sweep-res", "32,40", "--finetune-epochs", "1",
-                             "--batch-size", "8", "--workers", "2", "--no-progress", "--out", str(tmp_path / "fx")])
+        report = cli.main(
+            [
+                "fixres",
+                "--data",
+                str(tiny_data),
+                "--device",
+                "cuda",
+                "--loader",
+                backend,
+                "--epochs",
+                "2",
+                "--train-res",
+                "32",
+                "--sweep-res",
+                "32,40",
+                "--finetune-epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--workers",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "fx"),
+            ]
+        )
     except ImportError as e:
         pytest.skip(f"{backend} is not installed here: {str(e)[:120]}")
     assert report["finetune_res"] == 40 and [r["test_res"] for r in report["after"]] == [32, 40]

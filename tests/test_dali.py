@@ -2,6 +2,7 @@
 backend, per-batch sizes, bad input, and the trainer on top of it. The loader contract
 (shape, dtype, channels-last, len, set_epoch determinism, labels) runs for it in test_loaders.py.
 The GPU ("mixed") path cannot run here: it is the same pipeline with device="mixed" decoders."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_loaders import batches, make
+from test_transforms import box_statistics, torchvision_boxes
 
-from pipeline import cli
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.imagefolder import BadDataError
 from loaders.plan import plan_epoch
+from pipeline import cli
 from pipeline.sizes import Step
-from test_loaders import batches, make
-from test_transforms import box_statistics, torchvision_boxes
 
 ROOT = Path(__file__).resolve().parents[1]
 COORDINATE_SIZES = {"landscape": (256, 192), "portrait": (176, 240)}  # sides <= 256: one grey level per pixel
@@ -33,16 +34,18 @@ def grey_levels(images: torch.Tensor) -> np.ndarray:
 
 def both_backends(data, **kw) -> tuple[np.ndarray, np.ndarray]:
     """Both backends' batches as grey levels; Pillow decodes at full scale, as DALI does."""
-    pil, dali = (np.concatenate([grey_levels(x) for x, _ in make(data, b, reduced_decode=False, **kw)])
-                 for b in ("pil", "dali"))
+    pil, dali = (
+        np.concatenate([grey_levels(x) for x, _ in make(data, b, reduced_decode=False, **kw)]) for b in ("pil", "dali")
+    )
     return pil, dali
 
 
 def test_eval_crops_agree_with_pil(tiny_data):
     """Same centre-crop boxes, one resampling each (Pillow bilinear vs DALI linear+antialias):
     measured here, every value within 1 grey level, mean difference about 0.15."""
-    diff = np.abs(np.subtract(*both_backends(tiny_data, split="val", res=48, batch_size=7, augment="center",
-                                             shuffle=False)))
+    diff = np.abs(
+        np.subtract(*both_backends(tiny_data, split="val", res=48, batch_size=7, augment="center", shuffle=False))
+    )
     assert diff.max() <= 1 and diff.mean() < 0.25
     loader = make(tiny_data, "dali", split="val", res=48, batch_size=7, augment="center", shuffle=False)
     labels = torch.cat([y for _, y in loader])
@@ -114,8 +117,14 @@ def test_dali_crops_exactly_the_planned_windows(coordinate_data):
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     grid = np.sort(np.concatenate([a, b]))
-    return float(np.max(np.abs(np.searchsorted(np.sort(a), grid, side="right") / len(a)
-                                - np.searchsorted(np.sort(b), grid, side="right") / len(b))))
+    return float(
+        np.max(
+            np.abs(
+                np.searchsorted(np.sort(a), grid, side="right") / len(a)
+                - np.searchsorted(np.sort(b), grid, side="right") / len(b)
+            )
+        )
+    )
 
 
 def test_crop_statistics_agree_with_torchvision(coordinate_data):
@@ -162,7 +171,8 @@ def test_labels_are_copied_to_the_device_once_per_epoch(tiny_data):
     out = list(loader)
     assert len({y.untyped_storage().data_ptr() for _, y in out}) == 1
     assert torch.cat([y for _, y in out]).tolist() == [
-        int(loader.index.labels[i]) for task in plan_epoch(loader.cfg, loader.index, 0) for i in task.indices]
+        int(loader.index.labels[i]) for task in plan_epoch(loader.cfg, loader.index, 0) for i in task.indices
+    ]
 
 
 def test_result_does_not_depend_on_thread_count(tiny_data):
@@ -171,10 +181,13 @@ def test_result_does_not_depend_on_thread_count(tiny_data):
 
 
 def test_eval_shards_cover_every_image_once(tiny_data):
-    shards = [make(tiny_data, "dali", split="val", augment="center", shuffle=False, batch_size=4, rank=r,
-                   world_size=2) for r in (0, 1)]
-    assert sorted(sum((s.index.labels[plan.indices].tolist() for s in shards
-                       for plan in plan_epoch(s.cfg, s.index, 0)), [])) == sorted(shards[0].index.labels.tolist())
+    shards = [
+        make(tiny_data, "dali", split="val", augment="center", shuffle=False, batch_size=4, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
+    assert sorted(
+        sum((s.index.labels[plan.indices].tolist() for s in shards for plan in plan_epoch(s.cfg, s.index, 0)), [])
+    ) == sorted(shards[0].index.labels.tolist())
     assert [sum(len(y) for _, y in s) for s in shards] == [9, 9]
 
 
@@ -218,10 +231,12 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_data):
 
 def test_missing_dali_install_says_how_to_install(tiny_data):
     """A Python where `import nvidia.dali` fails (None in sys.modules blocks the import)."""
-    code = ("import sys; sys.modules['nvidia.dali'] = None\n"
-            "from loaders import create_loader; from loaders.base import LoaderConfig\n"
-            "from pipeline.sizes import ConstantSize\n"
-            f"create_loader(LoaderConfig('dali', {str(tiny_data / 'train')!r}, ConstantSize(32, 8), 'rrc', True))")
+    code = (
+        "import sys; sys.modules['nvidia.dali'] = None\n"
+        "from loaders import create_loader; from loaders.base import LoaderConfig\n"
+        "from pipeline.sizes import ConstantSize\n"
+        f"create_loader(LoaderConfig('dali', {str(tiny_data / 'train')!r}, ConstantSize(32, 8), 'rrc', True))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert "not installed" in result.stderr and ".[dali]" in result.stderr
@@ -231,8 +246,20 @@ def test_trainer_trains_finetunes_and_sweeps_with_dali(tiny_data, tmp_path):
     fast = ["--loader", "dali", "--batch-size", "8", "--workers", "1", "--no-progress"]
     run = lambda *args: cli.main([str(a) for a in args])  # noqa: E731
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *fast)
-    run("finetune", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", 40, "--epochs", 1,
-        "--out", tmp_path / "ft", *fast)
+    run(
+        "finetune",
+        "--data",
+        tiny_data,
+        "--checkpoint",
+        tmp_path / "t",
+        "--test-res",
+        40,
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "ft",
+        *fast,
+    )
     rows = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--test-res", "32,48", *fast)
     assert [(r["test_res"], r["images"]) for r in rows] == [(32, 18), (48, 18)]
 
@@ -263,6 +290,9 @@ def test_bomb_written_after_the_scan_is_named(data_copy):
     loader = make(data_copy, "dali", split="val", batch_size=6, augment="center", shuffle=False)
     victim = Path(loader.index.paths[4])
     Image.new("L", (14000, 14000), 128).save(victim, format="JPEG", quality=1)
-    with pytest.raises(BadDataError, match=rf"(?s)changed since the scan.*{victim.name}: now 14000 x 14000, "
-                                           r"decompression bomb.*--rescan"):
+    with pytest.raises(
+        BadDataError,
+        match=rf"(?s)changed since the scan.*{victim.name}: now 14000 x 14000, "
+        r"decompression bomb.*--rescan",
+    ):
         batches(loader)

@@ -1,4 +1,5 @@
 """The demo data generator: layout, determinism, sizes, caching and argument checks."""
+
 from __future__ import annotations
 
 import json
@@ -98,17 +99,20 @@ def test_never_replaces_a_folder_that_is_not_a_demo_set(tmp_path):
     assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"
 
 
-@pytest.mark.parametrize("bad, named", [
-    (dict(classes=1), "classes"),
-    (dict(train_per_class=0), "train_per_class"),
-    (dict(val_per_class=-1), "val_per_class"),
-    (dict(scale=0.0), "scale"),
-    (dict(scale=float("nan")), "scale"),
-    (dict(seed=-1), "seed"),
-    (dict(min_side=300, max_side=200), "min_side"),
-    (dict(min_side=16), "min_side"),
-    (dict(workers=0), "workers"),
-])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (dict(classes=1), "classes"),
+        (dict(train_per_class=0), "train_per_class"),
+        (dict(val_per_class=-1), "val_per_class"),
+        (dict(scale=0.0), "scale"),
+        (dict(scale=float("nan")), "scale"),
+        (dict(seed=-1), "seed"),
+        (dict(min_side=300, max_side=200), "min_side"),
+        (dict(min_side=16), "min_side"),
+        (dict(workers=0), "workers"),
+    ],
+)
 def test_bad_values_raise_naming_them(tmp_path, bad, named):
     with pytest.raises(ValueError, match=named):
         generate(tmp_path / "set", **{**SMALL, "workers": 1, **bad})
@@ -119,8 +123,15 @@ def test_mean_colour_does_not_separate_classes():
     """Classes share hues in pairs and sit on varied backgrounds: a nearest-centroid classifier
     on mean image colour must fail often even on the images it was fitted to."""
     classes, per_class = 6, 12
-    means = np.array([[np.asarray(render_image(0, "train", c, i, classes, 64, 96), np.float32).mean(axis=(0, 1))
-                       for i in range(per_class)] for c in range(classes)])
+    means = np.array(
+        [
+            [
+                np.asarray(render_image(0, "train", c, i, classes, 64, 96), np.float32).mean(axis=(0, 1))
+                for i in range(per_class)
+            ]
+            for c in range(classes)
+        ]
+    )
     centroids = means.mean(axis=1)
     distances = np.linalg.norm(means[:, :, None, :] - centroids[None, None], axis=-1)
     accuracy = (distances.argmin(axis=-1) == np.arange(classes)[:, None]).mean()
@@ -131,8 +142,14 @@ def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--out", str(out), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1", "--workers", "1"]
     # one real `python -m` run for the entry point (slow: the package imports torch), the rest in-process
-    first = subprocess.run([sys.executable, "-m", "loaders.demo_data", *args], cwd=REPO, capture_output=True,
-                           text=True, env={"CI": "1", "PATH": ""}, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-m", "loaders.demo_data", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"CI": "1", "PATH": ""},
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
     assert len(list(out.rglob("*.JPEG"))) == 4
     assert main(args) == 0 and "up to date" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """torchrun launches train.py unchanged: two gloo processes on the CPU."""
+
 import json
 import os
 import subprocess
@@ -14,9 +15,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def torchrun(data, out, cache, *args, epochs=2, timeout=300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "train.py", "train", "--data", str(data), "--epochs", str(epochs), "--train-res", "32",
-           "--batch-size", "8", "--workers", "0", "--no-progress", "--out", str(out), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train.py",
+        "train",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--train-res",
+        "32",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+        *args,
+    ]
     env = {**os.environ, "LOWRES_CACHE": str(cache)}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -66,8 +88,9 @@ def gather_plans(rank: int, world: int, data: str, port: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     policy = MixSize((32, 48, 64), (1, 1, 1), batch_size=4, mode="B+", seed=7)
-    loader = create_loader(LoaderConfig("pil", data, policy, "rrc", shuffle=True, workers=0, rank=rank,
-                                        world_size=world), progress=False)
+    loader = create_loader(
+        LoaderConfig("pil", data, policy, "rrc", shuffle=True, workers=0, rank=rank, world_size=world), progress=False
+    )
     result = {}
     for epoch in (0, 1):
         loader.set_epoch(epoch)
@@ -85,6 +108,7 @@ def test_mixsize_plan_is_identical_on_two_ranks(tiny_data, tmp_path):
     import socket
 
     import torch.multiprocessing as mp
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -6,9 +6,9 @@ from loaders import create_loader
 from loaders.base import LoaderConfig
 from pipeline.distributed import DistContext
 from pipeline.engine import train_epoch
-from pipeline.precision import Precision, resolve_precision
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
+from pipeline.precision import Precision, resolve_precision
 from pipeline.sizes import MixSize
 
 
@@ -37,8 +37,18 @@ def test_lr_per_step_follows_the_batch_size_of_mixsize():
     schedule = LrSchedule(base_lr=0.256, epochs=1000)  # flat over one epoch: only B matters
     watcher = LrWatcher(loader, optimizer)
     precision = Precision(torch.device("cpu"), None)
-    stats = train_epoch(model, watcher, optimizer, precision.scaler(), nn.CrossEntropyLoss(), schedule, 0,
-                        precision, DistContext(), progress=False)
+    stats = train_epoch(
+        model,
+        watcher,
+        optimizer,
+        precision.scaler(),
+        nn.CrossEntropyLoss(),
+        schedule,
+        0,
+        precision,
+        DistContext(),
+        progress=False,
+    )
     assert {n for n, _ in watcher.seen} == {4, 16}
     for n, lr in watcher.seen:
         assert lr == pytest.approx(0.256 * n / 256, rel=1e-3)
@@ -63,6 +73,16 @@ def test_bf16_autocast_step_runs_on_cpu():
     cfg = LoaderConfig("synthetic", None, MixSize((32,), (1,), 8), "rrc", shuffle=True, synthetic_samples=16)
     model = create_model("resnet_tiny", 10).to(memory_format=torch.channels_last)
     optimizer = make_sgd(model, 0.9, 0.0)
-    stats = train_epoch(model, create_loader(cfg), optimizer, precision.scaler(), nn.CrossEntropyLoss(),
-                        LrSchedule(0.1, 1), 0, precision, DistContext(), progress=False)
+    stats = train_epoch(
+        model,
+        create_loader(cfg),
+        optimizer,
+        precision.scaler(),
+        nn.CrossEntropyLoss(),
+        LrSchedule(0.1, 1),
+        0,
+        precision,
+        DistContext(),
+        progress=False,
+    )
     assert stats["train_images"] == 16 and torch.isfinite(torch.tensor(stats["train_loss"]))

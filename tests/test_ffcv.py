@@ -3,6 +3,7 @@
 The loader contract (shapes, layout, determinism, resolution per epoch) runs for ffcv in
 test_loaders.py, from ImageFolder splits written to the cache on first use.
 """
+
 import json
 import sys
 from collections import Counter
@@ -13,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_imagefolder import first_image, truncate
 from torchvision.transforms import RandomResizedCrop
 
-from pipeline import cli
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.__main__ import main as write_main
 from loaders.imagefolder import BadDataError, scan_image_folder
+from pipeline import cli
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, Step
-from test_imagefolder import first_image, truncate
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
@@ -30,8 +31,15 @@ STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
 
 def loader(root, res=32, batch_size=8, augment="center", shuffle=False, backend="ffcv", **kw):
     policy = kw.pop("policy", ConstantSize(res, batch_size))
-    cfg = LoaderConfig(backend=backend, root=str(root), policy=policy, augment=augment, shuffle=shuffle,
-                       workers=kw.pop("workers", 0), **kw)
+    cfg = LoaderConfig(
+        backend=backend,
+        root=str(root),
+        policy=policy,
+        augment=augment,
+        shuffle=shuffle,
+        workers=kw.pop("workers", 0),
+        **kw,
+    )
     return create_loader(cfg, progress=False)
 
 
@@ -45,8 +53,22 @@ def pixels(batches):
 def betons(tiny_data, tmp_path_factory):
     """tiny_data written as raw pixels at full size: only cropping and resampling differ from Pillow."""
     out = tmp_path_factory.mktemp("betons")
-    write_main(["write", "--data", str(tiny_data), "--out", str(out), "--write-mode", "raw",
-                "--max-resolution", "0", "--workers", "1", "--no-progress"])
+    write_main(
+        [
+            "write",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--write-mode",
+            "raw",
+            "--max-resolution",
+            "0",
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
     return out
 
 
@@ -60,8 +82,22 @@ def gradient_data(tmp_path_factory):
         (root / split / "grad").mkdir(parents=True)
         for i in range(64):
             Image.fromarray(image).save(root / split / "grad" / f"{i:03d}.png")
-    write_main(["write", "--data", str(root), "--out", str(root), "--write-mode", "raw", "--max-resolution", "0",
-                "--workers", "1", "--no-progress"])
+    write_main(
+        [
+            "write",
+            "--data",
+            str(root),
+            "--out",
+            str(root),
+            "--write-mode",
+            "raw",
+            "--max-resolution",
+            "0",
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
     return root
 
 
@@ -180,8 +216,14 @@ def test_da2_crop_is_the_centre_square_shifted_horizontally(gradient_data):
     (int(0.875 x 150) = 131 px) and row; its column moves by up to the centre offset (34 px)
     both ways; half are flipped."""
     res = 32
-    images = torch.cat([pixels(loader(gradient_data / "train", res=res, batch_size=16, augment="center_shift",
-                                      shuffle=True, seed=s))[0] for s in range(4)])
+    images = torch.cat(
+        [
+            pixels(
+                loader(gradient_data / "train", res=res, batch_size=16, augment="center_shift", shuffle=True, seed=s)
+            )[0]
+            for s in range(4)
+        ]
+    )
     w, h, flipped = boxes_seen(images, res)
     np.testing.assert_allclose(w, 131, atol=2)
     np.testing.assert_allclose(h, 131, atol=2)
@@ -208,8 +250,7 @@ def test_repeated_copies_get_their_own_crops_across_batches(gradient_data):
 def compiled_overloads(ffcv_loader) -> int:
     """Number of numba compilations behind the FFCV pipeline."""
     stages, _ = ffcv_loader.loader.code
-    dispatchers = {id(f): f for stage, _ in stages
-                   for f in stage.__globals__.values() if hasattr(f, "signatures")}
+    dispatchers = {id(f): f for stage, _ in stages for f in stage.__globals__.values() if hasattr(f, "signatures")}
     return sum(len(f.signatures) for f in dispatchers.values())
 
 
@@ -244,8 +285,8 @@ def test_batches_of_mixed_sides_equal_constant_size_ones(betons):
         same, same_labels = pixels(loader(betons / "val", res=step.res, batch_size=18))
         assert images.shape == (step.batch_size, 3, step.res, step.res)
         assert images.is_contiguous(memory_format=torch.channels_last)
-        assert torch.equal(pixels([(images, labels)])[0], same[start:start + step.batch_size])
-        assert torch.equal(labels, same_labels[start:start + step.batch_size])
+        assert torch.equal(pixels([(images, labels)])[0], same[start : start + step.batch_size])
+        assert torch.equal(labels, same_labels[start : start + step.batch_size])
         start += step.batch_size
     assert compiled_overloads(mixed) == compiled
 
@@ -255,6 +296,7 @@ def test_device_copy_fills_the_front_of_the_epoch_buffer():
     in the front of the buffer allocated for the epoch's largest batch and side."""
     require_ffcv()  # first: a bare `import ffcv` sets torch's thread count for the whole session
     from loaders.ffcv.decoders import CompactToDevice
+
     copy = CompactToDevice(torch.device("cpu")).generate_code()
     buffer = torch.zeros(8, 64, 64, 3, dtype=torch.uint8)
     batch = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
@@ -301,12 +343,15 @@ def test_bad_images_fail_the_write_or_are_skipped(data_copy, tmp_path):
     assert loader(tmp_path / "train").skipped == meta["skipped"]
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"),
-    (lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)), "not an FFCV .beton"),
-    (lambda p: p.write_bytes(b""), "shorter than its header"),
-    (lambda p: p.with_name(p.name + ".json").write_text("{"), "class map"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"),
+        (lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100)), "not an FFCV .beton"),
+        (lambda p: p.write_bytes(b""), "shorter than its header"),
+        (lambda p: p.with_name(p.name + ".json").write_text("{"), "class map"),
+    ],
+)
 def test_damaged_beton_is_named(betons, tmp_path, damage, message):
     path = tmp_path / "val.beton"
     path.write_bytes((betons / "val.beton").read_bytes())

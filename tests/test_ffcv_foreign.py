@@ -1,5 +1,6 @@
 """FFCV files written by FFCV's own DatasetWriter (as its ImageNet example does), not by
 `python -m loaders.ffcv write`: any name, fields found by type, no class map."""
+
 import json
 import shutil
 
@@ -37,10 +38,11 @@ class Samples:
 
 
 def write_foreign(path, root, shift=0):
-    fields = {"target": IntField(),
-              "img": RGBImageField(write_mode="proportion", max_resolution=96, compress_probability=0.5,
-                                   jpeg_quality=90),
-              "weight": FloatField()}
+    fields = {
+        "target": IntField(),
+        "img": RGBImageField(write_mode="proportion", max_resolution=96, compress_probability=0.5, jpeg_quality=90),
+        "weight": FloatField(),
+    }
     DatasetWriter(str(path), fields, num_workers=1).from_indexed_dataset(Samples(root, shift))
     return path
 
@@ -62,8 +64,9 @@ def test_fields_are_found_by_type_and_classes_are_label_ids(tiny_data, foreign):
     assert "label ids 0..2 (no class names)" in ours.summary and "not read: weight" in ours.summary
     shuffled = loader(foreign / NAME.format(split="train"), augment="rrc", shuffle=True, batch_size=12, res=48)
     images, labels = pixels(shuffled)
-    assert images.shape == (48, 3, 48, 48) and sorted(labels.tolist()) == sorted(ImageFolder(
-        str(tiny_data / "train")).targets)
+    assert images.shape == (48, 3, 48, 48) and sorted(labels.tolist()) == sorted(
+        ImageFolder(str(tiny_data / "train")).targets
+    )
 
 
 def test_class_names_come_from_the_list_given(tiny_data, foreign):
@@ -91,7 +94,8 @@ def test_names_are_resolved_or_refused(foreign, tmp_path):
 def test_a_file_without_an_image_field_is_named(tmp_path):
     path = tmp_path / "labels_only.beton"
     DatasetWriter(str(path), {"label": IntField(), "score": FloatField()}, num_workers=1).from_indexed_dataset(
-        [(i, 0.5) for i in range(4)])
+        [(i, 0.5) for i in range(4)]
+    )
     with pytest.raises(BadDataError, match=r"labels_only.beton must hold exactly one RGB image field.*score"):
         loader(path)
 
@@ -123,28 +127,61 @@ FAST = ["--loader", "ffcv", "--batch-size", "8", "--workers", "1", "--no-progres
 
 def test_train_and_sweep_on_ffcv_files(foreign, tmp_path):
     """--data finds ROOT/<split>_64_0.50_90.ffcv; the checkpoint's classes are the label ids."""
-    cli.main(["train", *FAST, "--data", str(foreign), "--epochs", "1", "--train-res", "32",
-              "--out", str(tmp_path / "t")])
+    cli.main(
+        ["train", *FAST, "--data", str(foreign), "--epochs", "1", "--train-res", "32", "--out", str(tmp_path / "t")]
+    )
     metrics = json.loads((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["train_images"] == 48 and metrics["val_images"] == 18
     assert load_checkpoint(tmp_path / "t")["classes"] == ["0", "1", "2"]
-    rows = cli.main(["sweep", *FAST, "--val-data", str(foreign / NAME.format(split="val")), "--data", "/nowhere",
-                     "--checkpoint", str(tmp_path / "t"), "--test-res", "32,48"])
+    rows = cli.main(
+        [
+            "sweep",
+            *FAST,
+            "--val-data",
+            str(foreign / NAME.format(split="val")),
+            "--data",
+            "/nowhere",
+            "--checkpoint",
+            str(tmp_path / "t"),
+            "--test-res",
+            "32,48",
+        ]
+    )
     assert [r["test_res"] for r in rows] == [32, 48] and all(r["images"] == 18 for r in rows)
 
 
 def test_class_names_from_a_file_or_an_image_folder(tiny_data, foreign, tmp_path):
-    files = ["--train-data", str(foreign / NAME.format(split="train")),
-             "--val-data", str(foreign / NAME.format(split="val")), "--data", "/nowhere"]
+    files = [
+        "--train-data",
+        str(foreign / NAME.format(split="train")),
+        "--val-data",
+        str(foreign / NAME.format(split="val")),
+        "--data",
+        "/nowhere",
+    ]
     folders = ImageFolder(str(tiny_data / "train")).classes
     names = tmp_path / "names.txt"
     names.write_text("\n".join(folders) + "\n")
     for source, out in ((names, "file"), (tiny_data / "train", "folder")):
-        cli.main(["train", *FAST, *files, "--classes", str(source), "--epochs", "1", "--train-res", "32",
-                  "--out", str(tmp_path / out)])
+        cli.main(
+            [
+                "train",
+                *FAST,
+                *files,
+                "--classes",
+                str(source),
+                "--epochs",
+                "1",
+                "--train-res",
+                "32",
+                "--out",
+                str(tmp_path / out),
+            ]
+        )
         assert load_checkpoint(tmp_path / out)["classes"] == folders
-    rows = cli.main(["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file"),
-                     "--test-res", "32"])
+    rows = cli.main(
+        ["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file"), "--test-res", "32"]
+    )
     assert rows[0]["images"] == 18
     names.write_text("tench\ngoldfish\n")
     with pytest.raises(BadDataError, match=r"train_64_0.50_90.ffcv holds label ids 0..2, outside the 2 classes"):
@@ -153,8 +190,10 @@ def test_class_names_from_a_file_or_an_image_folder(tiny_data, foreign, tmp_path
         cli.main(["sweep", *FAST, *files, "--classes", str(names), "--checkpoint", str(tmp_path / "file")])
 
 
-@pytest.mark.parametrize("type_id,message", [(200, "is not an FFCV file: field 'target' has unknown type id 200"),
-                                             (255, "field 'target' has a custom type")])
+@pytest.mark.parametrize(
+    "type_id,message",
+    [(200, "is not an FFCV file: field 'target' has unknown type id 200"), (255, "field 'target' has a custom type")],
+)
 def test_fields_ffcv_cannot_read_are_named(foreign, tmp_path, type_id, message):
     from ffcv.types import HeaderType
 

@@ -1,4 +1,5 @@
 """Image headers read without Pillow, and the pixel limit every decode path applies."""
+
 import io
 import warnings
 
@@ -19,26 +20,27 @@ def jpeg_bytes(mode="RGB", side=(40, 30), **save) -> bytes:
 def with_size(data: bytes, width: int, height: int) -> bytes:
     """The JPEG with its frame header (SOF0) rewritten to claim width x height."""
     sof = data.index(b"\xff\xc0")
-    return data[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9:]
+    return data[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9 :]
 
 
 LONG_HEADER = {"exif": b"Exif\x00\x00" + b"\xff\xd9" * 100, "icc_profile": b"x" * 70000}  # beyond the first read
 
 
-@pytest.mark.parametrize("mode,save", [("RGB", {}), ("L", {}), ("CMYK", {}), ("RGB", {"progressive": True}),
-                                       ("RGB", LONG_HEADER)])
+@pytest.mark.parametrize(
+    "mode,save", [("RGB", {}), ("L", {}), ("CMYK", {}), ("RGB", {"progressive": True}), ("RGB", LONG_HEADER)]
+)
 def test_jpeg_header_agrees_with_pillow(mode, save):
     data = jpeg_bytes(mode, (37, 23), **save)
-    header = jpeg_header(lambda offset, count: data[offset:offset + count])
+    header = jpeg_header(lambda offset, count: data[offset : offset + count])
     with Image.open(io.BytesIO(data)) as img:
         assert (header.format, header.width, header.height, header.mode) == ("JPEG", *img.size, img.mode)
     sos = data.index(b"\xff\xda")
-    assert header.data_start == sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")  # just after the scan header
+    assert header.data_start == sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # just after the scan header
 
 
 def test_jpeg_header_gives_up_on_garbage():
     data = b"\xff\xd8" + b"\x00" * 50
-    assert jpeg_header(lambda offset, count: data[offset:offset + count]) is None
+    assert jpeg_header(lambda offset, count: data[offset : offset + count]) is None
 
 
 def test_open_image_refuses_what_pillow_only_warns_about(tmp_path):

@@ -1,4 +1,5 @@
 """Every kind of bad input the scan meets: a clear error naming the file, or a counted skip."""
+
 import os
 import shutil
 
@@ -35,8 +36,9 @@ def make_text(path):
     path.write_text("this is not an image\n")
 
 
-@pytest.mark.parametrize("damage,reason", [(truncate, "truncated JPEG"), (make_empty, "empty file"),
-                                           (make_text, "unreadable image")])
+@pytest.mark.parametrize(
+    "damage,reason", [(truncate, "truncated JPEG"), (make_empty, "empty file"), (make_text, "unreadable image")]
+)
 def test_bad_file_is_named_or_skipped_and_counted(data_copy, damage, reason):
     bad = first_image(data_copy)
     damage(bad)
@@ -62,8 +64,11 @@ def test_png_named_jpeg_cmyk_and_grayscale_are_handled(data_copy):
     Image.open(c).convert("L").save(c, format="JPEG")
     index = scan_image_folder(data_copy / "train", progress=False)
     assert len(index) == 48
-    assert index.notes == {"PNG files named .JPEG": 1, "CMYK images converted to RGB": 1,
-                           "L images converted to RGB": 1}
+    assert index.notes == {
+        "PNG files named .JPEG": 1,
+        "CMYK images converted to RGB": 1,
+        "L images converted to RGB": 1,
+    }
 
 
 def test_empty_class_folder(data_copy):
@@ -108,7 +113,7 @@ def patched_size(path, width, height):
     width x height while the file stays a few kilobytes."""
     data = bytearray(path.read_bytes())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     path.write_bytes(bytes(data))
 
 
@@ -126,8 +131,11 @@ def test_decompression_bomb_is_named_or_skipped_and_never_decoded(data_copy, mak
     bad = first_image(data_copy)
     make_bomb(bad)
     for check in ("header", "full"):  # the full check must not decode it either
-        with pytest.raises(BadDataError, match=rf"(?s){bad.name}: decompression bomb \(header says "
-                                               rf"(60000 x 60000|14000 x 14000).*limit of 89,478,485"):
+        with pytest.raises(
+            BadDataError,
+            match=rf"(?s){bad.name}: decompression bomb \(header says "
+            rf"(60000 x 60000|14000 x 14000).*limit of 89,478,485",
+        ):
             scan_image_folder(data_copy / "train", check=check, progress=False)
     index = scan_image_folder(data_copy / "train", skip_bad=True, progress=False)
     assert len(index) == 47 and index.skipped == {"decompression bomb": [str(bad)]}
@@ -177,8 +185,10 @@ def test_broken_symbolic_link_is_named_or_skipped_and_counted(data_copy):
         scan_image_folder(data_copy / "train", progress=False)
     index = scan_image_folder(data_copy / "train", skip_bad=True, progress=False)
     assert len(index) == 48
-    assert index.skipped == {"broken symbolic link": [str(link)],
-                             "files without an image extension": [str(folder / "notes.txt")]}
+    assert index.skipped == {
+        "broken symbolic link": [str(link)],
+        "files without an image extension": [str(folder / "notes.txt")],
+    }
     assert "skipped 1 broken symbolic link" in index.report()
 
 

@@ -1,5 +1,6 @@
 """One scan per data set: the stored index is reused while the folder's listing is unchanged,
 rebuilt when it changes or when asked, and shared by processes that need it at once."""
+
 import fcntl
 import os
 import shutil
@@ -20,8 +21,14 @@ def cache(tmp_path, monkeypatch):
 
 
 def same_index(a, b) -> bool:
-    return (list(a.paths) == list(b.paths) and a.classes == b.classes and np.array_equal(a.labels, b.labels)
-            and np.array_equal(a.sizes, b.sizes) and a.skipped == b.skipped and a.notes == b.notes)
+    return (
+        list(a.paths) == list(b.paths)
+        and a.classes == b.classes
+        and np.array_equal(a.labels, b.labels)
+        and np.array_equal(a.sizes, b.sizes)
+        and a.skipped == b.skipped
+        and a.notes == b.notes
+    )
 
 
 def test_stored_once_then_reused(data_copy, cache, capfd):
@@ -71,8 +78,13 @@ def test_rescan_on_request(data_copy, cache, capfd, monkeypatch):
 
 def test_settings_are_part_of_the_key(data_copy, cache):
     root = data_copy / "train"
-    variants = [ScanSettings(), ScanSettings(check="full"), ScanSettings(skip_bad=True),
-                ScanSettings(formats=("JPEG",)), ScanSettings(classes=tuple(sorted(os.listdir(root))))]
+    variants = [
+        ScanSettings(),
+        ScanSettings(check="full"),
+        ScanSettings(skip_bad=True),
+        ScanSettings(formats=("JPEG",)),
+        ScanSettings(classes=tuple(sorted(os.listdir(root)))),
+    ]
     assert len({index_file(root, s) for s in variants}) == len(variants)
     assert index_file(root, ScanSettings()) != index_file(data_copy / "val", ScanSettings())
 

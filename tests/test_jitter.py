@@ -1,4 +1,5 @@
 """Colour jitter against torchvision's brightness, contrast and saturation adjustments."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """The loader contract, for every backend: shape, dtype, layout, len, determinism, coverage."""
+
 from collections import Counter
 
 import numpy as np
@@ -14,8 +15,15 @@ from pipeline.sizes import ConstantSize, LinearRamp
 
 
 def make(data, backend, split="train", res=32, batch_size=8, augment="rrc", shuffle=True, workers=0, **kw):
-    cfg = LoaderConfig(backend=backend, root=str(data / split), policy=kw.pop("policy", ConstantSize(res, batch_size)),
-                       augment=augment, shuffle=shuffle, workers=workers, **kw)
+    cfg = LoaderConfig(
+        backend=backend,
+        root=str(data / split),
+        policy=kw.pop("policy", ConstantSize(res, batch_size)),
+        augment=augment,
+        shuffle=shuffle,
+        workers=workers,
+        **kw,
+    )
     return create_loader(cfg, progress=False)
 
 
@@ -24,8 +32,9 @@ def batches(loader):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("augment,shuffle,jitter", [("rrc", True, 0.0), ("center", False, 0.0),
-                                                    ("center_shift", True, 0.3)])
+@pytest.mark.parametrize(
+    "augment,shuffle,jitter", [("rrc", True, 0.0), ("center", False, 0.0), ("center_shift", True, 0.3)]
+)
 def test_contract(tiny_data, backend, augment, shuffle, jitter):
     loader = make(tiny_data, backend, res=40, batch_size=10, augment=augment, shuffle=shuffle, color_jitter=jitter)
     out = batches(loader)
@@ -72,8 +81,9 @@ def test_pil_eval_equals_torchvision_resize_centercrop(tiny_data):
     """Same JPEGs, Pillow backend vs torchvision's Resize(K/0.875) + CenterCrop(K): they
     differ by rounding only (at most 1 grey level, almost never). With full decoding: the
     reduced DCT scale's own difference (resampling noise) is bounded in test_pil_decode.py."""
-    loader = make(tiny_data, "pil", split="val", res=48, batch_size=6, augment="center", shuffle=False,
-                  reduced_decode=False)
+    loader = make(
+        tiny_data, "pil", split="val", res=48, batch_size=6, augment="center", shuffle=False, reduced_decode=False
+    )
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     ours = torch.cat([x * std + mean for x, _ in loader]).round()
@@ -146,10 +156,13 @@ def test_every_backend_jitters_like_the_pillow_one(tiny_data, backend):
     """The factors are planned, not drawn by the decoder: on the same eval crops each backend's
     jittered batch is close to Pillow's jittered one (decoders differ by a few grey levels)
     and far from Pillow's plain one."""
+
     def grey(b, jitter):
-        loader = make(tiny_data, b, split="val", res=40, batch_size=6, augment="center", shuffle=False,
-                      color_jitter=jitter)
+        loader = make(
+            tiny_data, b, split="val", res=40, batch_size=6, augment="center", shuffle=False, color_jitter=jitter
+        )
         return torch.cat([x for x, _ in loader]) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+
     ours = grey(backend, 0.5)
     same, plain = (ours - grey("pil", 0.5)).abs().mean(), (ours - grey("pil", 0.0)).abs().mean()
     assert same < 8 and plain > 2 * same
@@ -171,6 +184,7 @@ def test_unknown_backend_and_bad_values(tiny_data):
 def test_split_by_plan_repeats_copies_in_place():
     from loaders.base import split_by_plan
     from pipeline.sizes import Step
+
     chunks = split_by_plan(np.arange(10, 20), [Step(64, 4), Step(32, 6, copies=3), Step(64, 4)])
     assert [c.tolist() for c in chunks] == [[10, 11, 12, 13], [14, 14, 14, 15, 15, 15], [16, 17, 18, 19]]
     with pytest.raises(ValueError, match="asks for 12"):
@@ -180,6 +194,7 @@ def test_split_by_plan_repeats_copies_in_place():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     from pipeline.sizes import MixSize
+
     policy = MixSize((32, 48), (1, 1), batch_size=4, mode="B+", ref_size=48, seed=0)
     loader = make(tiny_data, backend, policy=policy)
     shapes = [(x.shape[0], x.shape[-1]) for x, _ in loader]
@@ -190,6 +205,7 @@ def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
 @pytest.mark.parametrize("backend", sorted(set(BACKENDS) - {"synthetic"}))
 def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
     from pipeline.sizes import MixSize
+
     policy = MixSize((32, 64), (1, 1), batch_size=4, mode="D+", seed=0)
     for x, y in make(tiny_data, backend, policy=policy):
         k = x.shape[0] // 4

@@ -1,6 +1,7 @@
 """The nvjpeg backend's crop maths on the CPU (decode_jpeg + roi_align), checked against the
 Pillow backend on the same plan; the contract tests run for it through BACKENDS, the CUDA path
 in test_cuda.py."""
+
 import warnings
 
 import numpy as np
@@ -17,14 +18,27 @@ from loaders.nvjpeg import CODECS, NvjpegLoader, canvas_chunks, crop_batch, deco
 from pipeline.sizes import ConstantSize
 
 HAS_TORCHCODEC = default_codec() == "torchcodec"
-EACH_CODEC = [pytest.param(c, marks=pytest.mark.skipif(c == "torchcodec" and not HAS_TORCHCODEC,
-                                                       reason="TorchCodec is not installed (the codec extra)"))
-              for c in CODECS]
+EACH_CODEC = [
+    pytest.param(
+        c,
+        marks=pytest.mark.skipif(
+            c == "torchcodec" and not HAS_TORCHCODEC, reason="TorchCodec is not installed (the codec extra)"
+        ),
+    )
+    for c in CODECS
+]
 
 
 def config(data, backend, augment, res=40, batch_size=8, split="train", **kw):
-    return LoaderConfig(backend=backend, root=str(data / split), policy=ConstantSize(res, batch_size),
-                        augment=augment, shuffle=augment == "rrc", workers=0, **kw)
+    return LoaderConfig(
+        backend=backend,
+        root=str(data / split),
+        policy=ConstantSize(res, batch_size),
+        augment=augment,
+        shuffle=augment == "rrc",
+        workers=0,
+        **kw,
+    )
 
 
 def grey_levels(loader) -> torch.Tensor:
@@ -70,8 +84,9 @@ def test_far_border_reads_the_image_not_the_padding():
     edges must not blend in the zero padding of the shared canvas."""
     small = torch.full((3, 10, 10), 200, dtype=torch.uint8)
     large = torch.zeros((3, 50, 60), dtype=torch.uint8)
-    out = crop_batch([small, large], torch.tensor([[0.0, 0.0, 10.0, 10.0], [0, 0, 60, 50]]),
-                     torch.tensor([False, False]), 16)
+    out = crop_batch(
+        [small, large], torch.tensor([[0.0, 0.0, 10.0, 10.0], [0, 0, 60, 50]]), torch.tensor([False, False]), 16
+    )
     assert int(out[0].min()) == 200
 
 
@@ -105,7 +120,7 @@ def test_decompression_bomb_written_after_the_scan_is_refused_before_decoding(da
     victim = loader.index.paths[5]
     data = bytearray(open(victim, "rb").read())
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
     open(victim, "wb").write(bytes(data))
     with pytest.raises(ImageTooLarge, match=rf"{victim}: decompression bomb \(header says 60000 x 60000"):
         list(loader)

@@ -1,5 +1,6 @@
 """Resolution-aware Pillow decoding: decoding at a reduced DCT scale must give the crop a full
 decode gives, up to resampling noise, with the same geometry."""
+
 import io
 
 import numpy as np
@@ -27,12 +28,17 @@ def test_reduced_decode_matches_full_decode(tiny_data, augment, res):
     0.2-0.7 on average, 2.5 at most; identical at 224, where no reduction applies)."""
     index = scan_image_folder(tiny_data / "train", progress=False)
     w, h = index.sizes.T
-    boxes = (random_resized_crop_boxes(np.random.default_rng(0), w, h) if augment == "rrc"
-             else center_crop_boxes(w, h, res))
+    boxes = (
+        random_resized_crop_boxes(np.random.default_rng(0), w, h) if augment == "rrc" else center_crop_boxes(w, h, res)
+    )
     scales = [dct_scale(b[2], b[3], res) for b in boxes]
     assert sum(s > 1 for s in scales) > len(scales) / 2  # the test exercises reduction
-    diffs = np.stack([decode_crop(p, b, res, reduce=True).astype(float) - decode_crop(p, b, res, reduce=False)
-                      for p, b in zip(index.paths, boxes)])
+    diffs = np.stack(
+        [
+            decode_crop(p, b, res, reduce=True).astype(float) - decode_crop(p, b, res, reduce=False)
+            for p, b in zip(index.paths, boxes)
+        ]
+    )
     per_image = np.abs(diffs).mean(axis=(1, 2, 3))
     assert per_image.mean() < 1.0 and per_image.max() < 5.0
     assert abs(diffs.mean()) < 0.25  # no brightening or darkening
@@ -64,7 +70,9 @@ def test_reduced_decode_keeps_the_crop_geometry(tmp_path):
 def test_png_content_is_decoded_at_full_size(tmp_path):
     path = tmp_path / "x.JPEG"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)).save(path, format="PNG")
-    assert np.array_equal(decode_crop(str(path), (0, 0, 100, 120), 20), decode_crop(str(path), (0, 0, 100, 120), 20, False))
+    assert np.array_equal(
+        decode_crop(str(path), (0, 0, 100, 120), 20), decode_crop(str(path), (0, 0, 100, 120), 20, False)
+    )
 
 
 def test_decode_refuses_a_decompression_bomb(tmp_path):
@@ -73,6 +81,8 @@ def test_decode_refuses_a_decompression_bomb(tmp_path):
     Image.new("L", (14000, 14000), 128).save(path, format="JPEG", quality=1)
     with pytest.raises(ImageTooLarge, match=r"bomb.JPEG: decompression bomb"):
         decode_crop(str(path), (0, 0, 64, 64), 32)
+
+
 def jpeg_bytes(mode: str, size=(150, 110)) -> bytes:
     rng = np.random.default_rng(1)
     img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)

@@ -1,5 +1,6 @@
 """python -m loaders.prepare: a resolution-aware copy that every ImageFolder backend reads,
 written file by file so that a killed run resumes and never counts a half-written image."""
+
 import json
 
 import numpy as np
@@ -15,8 +16,9 @@ from pipeline.sizes import ConstantSize
 
 
 def run(data, out, *extra):
-    return prepare(["--data", str(data), "--out", str(out), "--for-res", "32", "--workers", "2", "--no-progress",
-                    *extra])
+    return prepare(
+        ["--data", str(data), "--out", str(out), "--for-res", "32", "--workers", "2", "--no-progress", *extra]
+    )
 
 
 def test_copy_is_stored_at_the_rule_side_and_loads_like_the_original(tiny_data, tmp_path):
@@ -33,8 +35,14 @@ def test_copy_is_stored_at_the_rule_side_and_loads_like_the_original(tiny_data, 
         assert np.allclose(copy.sizes[~small] / side, ratio, atol=1.5 / side)
         assert sum(manifest["complete"][split]["images"].values()) == len(original)
     assert manifest["complete"]["train"]["images"]["resized"] > 0 and manifest["settings"]["jpeg_quality"] == 90
-    cfg = LoaderConfig(backend="pil", root=str(tmp_path / "p" / "train"), policy=ConstantSize(32, 8), augment="rrc",
-                       shuffle=True, workers=0)
+    cfg = LoaderConfig(
+        backend="pil",
+        root=str(tmp_path / "p" / "train"),
+        policy=ConstantSize(32, 8),
+        augment="rrc",
+        shuffle=True,
+        workers=0,
+    )
     x, y = next(iter(create_loader(cfg, progress=False)))
     assert x.shape == (8, 3, 32, 32)
 

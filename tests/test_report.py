@@ -10,8 +10,16 @@ def test_activations_table_rows():
     row = {"checkpoint": "run", "train_res": 64, "test_res": 48, **activation_stats(values)}
     cells = [c.strip() for c in activations_table([row]).splitlines()[-1].split("|")[1:-1]]
     # zeros 10%, above 2: 100 of 200, the 99th percentile of 0.42..4.0 (numpy's linear rule)
-    assert cells == ["run", "64", "48", "10.0", "50.0", f"{values.mean():.3f}", f"{values.std(correction=0):.3f}",
-                     f"{torch.quantile(values, 0.99).item():.3f}"]
+    assert cells == [
+        "run",
+        "64",
+        "48",
+        "10.0",
+        "50.0",
+        f"{values.mean():.3f}",
+        f"{values.std(correction=0):.3f}",
+        f"{torch.quantile(values, 0.99).item():.3f}",
+    ]
 
 
 def sweep(top1s):

@@ -1,4 +1,5 @@
 """Run folders: checkpoints are data (never unpickled objects), saved so that they load as data."""
+
 import os
 from pathlib import Path
 
@@ -48,8 +49,22 @@ def test_jobs_refuse_code_in_checkpoint_resume_and_weights(tiny_data, tmp_path):
     with pytest.raises(ValueError, match=rf"checkpoint {evil} is refused"):
         cli.main(["sweep", "--data", str(tiny_data), "--checkpoint", str(evil), "--test-res", "32", *FAST])
     with pytest.raises(ValueError, match=rf"weights file {evil} is refused"):
-        cli.main(["train", "--data", str(tiny_data), "--weights", str(evil), "--epochs", "1", "--train-res", "32",
-                    "--out", str(tmp_path / "w"), *FAST])
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--weights",
+                str(evil),
+                "--epochs",
+                "1",
+                "--train-res",
+                "32",
+                "--out",
+                str(tmp_path / "w"),
+                *FAST,
+            ]
+        )
     run = tmp_path / "resumed"
     cli.main(["train", "--data", str(tiny_data), "--epochs", "1", "--train-res", "32", "--out", str(run), *FAST])
     booby_trapped(run / "checkpoint.pt", marker)
@@ -61,9 +76,16 @@ def test_jobs_refuse_code_in_checkpoint_resume_and_weights(tiny_data, tmp_path):
 def test_checkpoints_hold_only_data(tmp_path):
     """numpy scalars and paths are saved as Python numbers and strings, so the file loads
     without unpickling any object."""
-    RunDir(tmp_path, writer=True).save_checkpoint({
-        "model": {"w": torch.ones(2)}, "classes": ["a", "b"], "train_res": np.int64(64),
-        "source": tmp_path, "sizes": {"32": np.float32(0.5)}, "sides": (np.int32(32), 48)})
+    RunDir(tmp_path, writer=True).save_checkpoint(
+        {
+            "model": {"w": torch.ones(2)},
+            "classes": ["a", "b"],
+            "train_res": np.int64(64),
+            "source": tmp_path,
+            "sizes": {"32": np.float32(0.5)},
+            "sides": (np.int32(32), 48),
+        }
+    )
     state = load_checkpoint(tmp_path)
     assert state["train_res"] == 64 and type(state["train_res"]) is int
     assert state["source"] == str(tmp_path) and state["sizes"] == {"32": 0.5} and state["sides"] == (32, 48)

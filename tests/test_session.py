@@ -1,4 +1,5 @@
 """What every job sets up alike: `--compile` on the command line reaches the job's model."""
+
 import argparse
 
 import pytest

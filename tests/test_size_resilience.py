@@ -7,9 +7,25 @@ from pipeline.sizes import MixSize
 
 
 def test_study_runs_end_to_end_and_reuses_finished_stages(tiny_data, tmp_path):
-    args = ["--data", str(tiny_data), "--out", str(tmp_path / "study"), "--epochs", "1", "--batch-size", "4",
-            "--mix-sizes", "32,48", "--test-res", "32,48", "--recalibrate-bn", "1", "--workers", "0",
-            "--no-progress"]
+    args = [
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "study"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--mix-sizes",
+        "32,48",
+        "--test-res",
+        "32,48",
+        "--recalibrate-bn",
+        "1",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     result = size_resilience.main(args)
     fixed = f"fixed {result['fixed_res']}"
     assert 32 < result["fixed_res"] < 48
@@ -31,6 +47,6 @@ def test_study_runs_end_to_end_and_reuses_finished_stages(tiny_data, tmp_path):
 def test_mixsize_runs_get_the_fixed_runs_pixels_in_all(mode):
     policy = MixSize((48, 64, 96), (1, 1, 1), batch_size=32, mode=mode)
     epochs = size_resilience.equal_pixel_epochs(16, 62, policy)
-    fixed_pixels = 16 * 62 ** 2
+    fixed_pixels = 16 * 62**2
     assert abs(epochs * policy.pixels_per_image() - fixed_pixels) <= policy.pixels_per_image() / 2
     assert (epochs == 16) if mode == "B+" else (epochs < 16)  # D+ copies make its epochs dearer

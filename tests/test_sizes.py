@@ -88,15 +88,18 @@ def test_around_mean_and_nominal_side():
     assert MixSize((64,), (1,), 32).nominal_res(0) == 64
 
 
-@pytest.mark.parametrize("kwargs,named", [
-    (dict(sizes=(64, 0), weights=(1, 1)), "size"),
-    (dict(sizes=(64, 60.5), weights=(1, 1)), "60.5"),
-    (dict(sizes=(64, 96), weights=(0, 0)), "weights"),
-    (dict(sizes=(64, 96), weights=(1, -1)), "weights"),
-    (dict(sizes=(64, 96), weights=(1,)), "1 weights for 2 sizes"),
-    (dict(sizes=(64, 96), weights=(1, 1), mode="C+"), "'C\\+'"),
-    (dict(sizes=(64, 512), weights=(1, 1), batch_size=1, ref_size=64), "size 512"),
-])
+@pytest.mark.parametrize(
+    "kwargs,named",
+    [
+        (dict(sizes=(64, 0), weights=(1, 1)), "size"),
+        (dict(sizes=(64, 60.5), weights=(1, 1)), "60.5"),
+        (dict(sizes=(64, 96), weights=(0, 0)), "weights"),
+        (dict(sizes=(64, 96), weights=(1, -1)), "weights"),
+        (dict(sizes=(64, 96), weights=(1,)), "1 weights for 2 sizes"),
+        (dict(sizes=(64, 96), weights=(1, 1), mode="C+"), "'C\\+'"),
+        (dict(sizes=(64, 512), weights=(1, 1), batch_size=1, ref_size=64), "size 512"),
+    ],
+)
 def test_bad_mixsize_values_fail_at_start(kwargs, named):
     with pytest.raises(ValueError, match=named):
         MixSize(**{"batch_size": 32, **kwargs})

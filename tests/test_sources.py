@@ -1,4 +1,5 @@
 """Split paths and class-name sources."""
+
 import pytest
 
 from loaders.imagefolder import BadDataError
@@ -17,8 +18,9 @@ def test_class_names_from_a_file_or_a_folder(tiny_data, tmp_path):
     assert class_names(str(tiny_data / "train")) == sorted(p.name for p in (tiny_data / "train").iterdir())
 
 
-@pytest.mark.parametrize("text,message", [("", "empty"), ("a\n\nb\n", r"line\(s\) \[2\] are empty"),
-                                          ("a\nb\na\n", "twice: \\['a'\\]")])
+@pytest.mark.parametrize(
+    "text,message", [("", "empty"), ("a\n\nb\n", r"line\(s\) \[2\] are empty"), ("a\nb\na\n", "twice: \\['a'\\]")]
+)
 def test_bad_class_lists_are_named(tmp_path, text, message):
     path = tmp_path / "names.txt"
     path.write_text(text)

@@ -1,4 +1,5 @@
 """The stored-size rule of every prepared copy (ffcv preset, loaders.prepare)."""
+
 from loaders.stored_size import eval_max_side, split_max_side, train_max_side
 from pipeline.fixres import expected_roc_scale, sweep_resolutions
 

@@ -1,4 +1,5 @@
 """The trainer end to end on the tiny data set: train, fine-tune, sweep, resume, bad input."""
+
 import json
 import os
 import signal
@@ -36,8 +37,20 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
     trained = load_checkpoint(t)
     assert trained["epoch"] == 2 and trained["train_res"] == 32 and len(trained["classes"]) == 3
 
-    run("finetune", "--data", tiny_data, "--checkpoint", t, "--test-res", "auto", "--epochs", 1,
-        "--out", tmp_path / "ft", *FAST)
+    run(
+        "finetune",
+        "--data",
+        tiny_data,
+        "--checkpoint",
+        t,
+        "--test-res",
+        "auto",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "ft",
+        *FAST,
+    )
     tuned = load_checkpoint(tmp_path / "ft")
     assert tuned["test_res"] == 40  # the apparent-size rule for K_train = 32
     before, after = trained["model"], tuned["model"]
@@ -45,8 +58,9 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
     head = {"fc.weight", "fc.bias", "features.7.body.4.weight", "features.7.body.4.bias"}
     assert head <= changed, "the classifier and the last BN must train"
     assert not {k for k in changed if k.endswith(("weight", "bias"))} - head, "nothing else may train"
-    assert any(k.endswith("running_mean") and not k.startswith("features.7.body.4") for k in changed), \
+    assert any(k.endswith("running_mean") and not k.startswith("features.7.body.4") for k in changed), (
         "batch-norm statistics are re-estimated at K_test"
+    )
 
     rows = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--test-res", "32,48", *FAST)
     assert [r["test_res"] for r in rows] == [32, 48]
@@ -63,10 +77,24 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
     assert adapted[1]["frechet_test"] != pytest.approx(adapted[1]["frechet_train"], rel=1e-3)
     assert json.loads((t / "sweep-parametric2.json").read_text())["rows"] == adapted
 
-    stats = run("activations", "--data", tiny_data, "--checkpoint", tmp_path / "ft", "--compare", t,
-                "--test-res", "32,48", *FAST)
+    stats = run(
+        "activations",
+        "--data",
+        tiny_data,
+        "--checkpoint",
+        tmp_path / "ft",
+        "--compare",
+        t,
+        "--test-res",
+        "32,48",
+        *FAST,
+    )
     assert [(r["checkpoint"], r["test_res"]) for r in stats] == [
-        (str(tmp_path / "ft"), 32), (str(tmp_path / "ft"), 48), (str(t), 32), (str(t), 48)]
+        (str(tmp_path / "ft"), 32),
+        (str(tmp_path / "ft"), 48),
+        (str(t), 32),
+        (str(t), 48),
+    ]
     assert all(r["values"] == 18 * 256 and 0 <= r["zero_share"] <= 1 and r["std"] > 0 for r in stats)
     assert stats[0]["mean"] != stats[2]["mean"], "fine-tuning moved the last BN, hence the pooled values"
     for name in ("activations.json", "activations.md", "activations.png"):
@@ -75,13 +103,26 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
-    args = [sys.executable, "train.py", "train", "--data", str(tiny_data), "--epochs", "4", "--train-res", "32",
-            "--lr", "0.1", *FAST]
+    args = [
+        sys.executable,
+        "train.py",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "4",
+        "--train-res",
+        "32",
+        "--lr",
+        "0.1",
+        *FAST,
+    ]
     subprocess.run([*args, "--out", str(tmp_path / "whole")], cwd=ROOT, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (killed / "checkpoint.pt").exists():
@@ -102,9 +143,28 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
 
 def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     out = tmp_path / "fx"
-    report = run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-                 "--finetune-epochs", 1, "--parametric", 2, "--finetune-augment", "test2", "--repeated-aug", 3,
-                 "--out", out, *FAST)
+    report = run(
+        "fixres",
+        "--data",
+        tiny_data,
+        "--epochs",
+        1,
+        "--train-res",
+        32,
+        "--sweep-res",
+        "32,40,48",
+        "--finetune-epochs",
+        1,
+        "--parametric",
+        2,
+        "--finetune-augment",
+        "test2",
+        "--repeated-aug",
+        3,
+        "--out",
+        out,
+        *FAST,
+    )
     assert report["finetune_res"] == 40
     sides = [[r["test_res"] for r in report[k]] for k in ("before", "parametric", "after")]
     assert sides == [[32, 40, 48]] * 3
@@ -117,28 +177,50 @@ def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     cells = [c.strip() for c in text.splitlines()[5].split("|")]  # the K_test 40 row
     assert cells[1:6] == ["40", "1.01", *(f"{report[k][1]['top1']:.2f}" for k in ("before", "parametric", "after"))]
     stamp = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
-    run("fixres", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--sweep-res", "32,40,48",
-        "--finetune-epochs", 1, "--parametric", 2, "--finetune-augment", "test2", "--repeated-aug", 3,
-        "--out", out, *FAST)
+    run(
+        "fixres",
+        "--data",
+        tiny_data,
+        "--epochs",
+        1,
+        "--train-res",
+        32,
+        "--sweep-res",
+        "32,40,48",
+        "--finetune-epochs",
+        1,
+        "--parametric",
+        2,
+        "--finetune-augment",
+        "test2",
+        "--repeated-aug",
+        3,
+        "--out",
+        out,
+        *FAST,
+    )
     assert (out / "train" / "checkpoint.pt").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("args,named", [
-    (["train", "--train-res", "0"], "--train-res"),
-    (["train", "--batch-size", "-4"], "--batch-size"),
-    (["train", "--epochs", "0"], "--epochs"),
-    (["train", "--loader", "opencv"], "opencv"),
-    (["sweep", "--checkpoint", "x", "--test-res", "64,abc"], "64,abc"),
-    (["sweep", "--checkpoint", "x", "--test-res", "-64"], "-64"),
-    (["finetune"], "--checkpoint"),
-    (["sweep", "--checkpoint", "x", "--parametric", "-1"], "--parametric"),
-    (["activations", "--checkpoint", "x", "--batches", "-2"], "--batches"),
-    (["finetune", "--checkpoint", "x", "--augment", "mixup"], "mixup"),
-    (["fixres", "--finetune-augment", "flip"], "flip"),
-    (["train", "--repeated-aug", "0"], "--repeated-aug"),
-    (["sweep", "--weights", "w.pt"], "--model"),
-    (["sweep", "--checkpoint", "x", "--model", "resnet18", "--weights", "w.pt"], "either"),
-])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["train", "--train-res", "0"], "--train-res"),
+        (["train", "--batch-size", "-4"], "--batch-size"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--loader", "opencv"], "opencv"),
+        (["sweep", "--checkpoint", "x", "--test-res", "64,abc"], "64,abc"),
+        (["sweep", "--checkpoint", "x", "--test-res", "-64"], "-64"),
+        (["finetune"], "--checkpoint"),
+        (["sweep", "--checkpoint", "x", "--parametric", "-1"], "--parametric"),
+        (["activations", "--checkpoint", "x", "--batches", "-2"], "--batches"),
+        (["finetune", "--checkpoint", "x", "--augment", "mixup"], "mixup"),
+        (["fixres", "--finetune-augment", "flip"], "flip"),
+        (["train", "--repeated-aug", "0"], "--repeated-aug"),
+        (["sweep", "--weights", "w.pt"], "--model"),
+        (["sweep", "--checkpoint", "x", "--model", "resnet18", "--weights", "w.pt"], "either"),
+    ],
+)
 def test_bad_cli_values_fail_at_start(args, named, capsys):
     with pytest.raises(SystemExit):
         run(*args)
@@ -154,8 +236,18 @@ def test_checkpoint_with_other_classes_is_refused(tiny_data, data_copy, tmp_path
     with pytest.raises(ValueError, match="zz_new_class"):
         run("sweep", "--data", data_copy, "--checkpoint", tmp_path / "t", "--test-res", "32", *FAST)
     with pytest.raises(ValueError, match="class count"):
-        run("train", "--data", data_copy, "--epochs", 1, "--weights", tmp_path / "t" / "checkpoint.pt",
-            "--out", tmp_path / "t2", *FAST)
+        run(
+            "train",
+            "--data",
+            data_copy,
+            "--epochs",
+            1,
+            "--weights",
+            tmp_path / "t" / "checkpoint.pt",
+            "--out",
+            tmp_path / "t2",
+            *FAST,
+        )
 
 
 def test_missing_checkpoint_is_named(tmp_path):
@@ -164,30 +256,83 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 def test_synthetic_backend_trains_without_data(tmp_path):
-    run("train", "--loader", "synthetic", "--data", tmp_path / "none", "--epochs", 1, "--train-res", 32,
-        "--out", tmp_path / "s", *FAST)
+    run(
+        "train",
+        "--loader",
+        "synthetic",
+        "--data",
+        tmp_path / "none",
+        "--epochs",
+        1,
+        "--train-res",
+        32,
+        "--out",
+        tmp_path / "s",
+        *FAST,
+    )
     assert lines(tmp_path / "s" / "metrics.jsonl")[0]["train_images"] == 1024
 
 
 @pytest.mark.parametrize("backend", __import__("loaders").BACKENDS)
 def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend):
     out = tmp_path / "mix"
-    run("train", "--data", tiny_data, "--loader", backend, "--epochs", 1, "--mix-sizes", "32,48",
-        "--mix-mode", "B+", "--out", out, *FAST)
+    run(
+        "train",
+        "--data",
+        tiny_data,
+        "--loader",
+        backend,
+        "--epochs",
+        1,
+        "--mix-sizes",
+        "32,48",
+        "--mix-mode",
+        "B+",
+        "--out",
+        out,
+        *FAST,
+    )
     metrics = lines(out / "metrics.jsonl")[0]
     assert set(metrics["sizes"]) == {"32", "48"} and metrics["train_images"] == 48
     trained = load_checkpoint(out)
     assert 32 <= trained["train_res"] <= 48  # the nominal side of the mix
 
-    rows = run("sweep", "--data", tiny_data, "--loader", backend, "--checkpoint", out, "--test-res", "32,64",
-               "--recalibrate-bn", 2, *FAST)
+    rows = run(
+        "sweep",
+        "--data",
+        tiny_data,
+        "--loader",
+        backend,
+        "--checkpoint",
+        out,
+        "--test-res",
+        "32,64",
+        "--recalibrate-bn",
+        2,
+        *FAST,
+    )
     assert [r["recalibrated_batches"] for r in rows] == [2, 2]
     assert (out / "sweep-bn2.json").exists() and not (out / "sweep.json").exists()
-    assert load_checkpoint(out)["model"]["fc.weight"].equal(trained["model"]["fc.weight"]), \
+    assert load_checkpoint(out)["model"]["fc.weight"].equal(trained["model"]["fc.weight"]), (
         "a recalibrating sweep leaves the checkpoint alone"
+    )
 
-    run("recalibrate", "--data", tiny_data, "--loader", backend, "--checkpoint", out, "--test-res", 64,
-        "--batches", 2, "--out", tmp_path / "bn64", *FAST)
+    run(
+        "recalibrate",
+        "--data",
+        tiny_data,
+        "--loader",
+        backend,
+        "--checkpoint",
+        out,
+        "--test-res",
+        64,
+        "--batches",
+        2,
+        "--out",
+        tmp_path / "bn64",
+        *FAST,
+    )
     recal = load_checkpoint(tmp_path / "bn64")
     assert recal["test_res"] == 64 and recal["recalibrated_images"] == 16
     changed = [k for k in trained["model"] if not torch.equal(trained["model"][k], recal["model"][k])]
@@ -195,21 +340,40 @@ def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend
 
 
 def test_d_plus_run(tiny_data, tmp_path):
-    run("train", "--data", tiny_data, "--epochs", 1, "--mix-sizes", "32,64", "--mix-mode", "D+",
-        "--batch-size", 4, "--workers", 0, "--no-progress", "--out", tmp_path / "d")
+    run(
+        "train",
+        "--data",
+        tiny_data,
+        "--epochs",
+        1,
+        "--mix-sizes",
+        "32,64",
+        "--mix-mode",
+        "D+",
+        "--batch-size",
+        4,
+        "--workers",
+        0,
+        "--no-progress",
+        "--out",
+        tmp_path / "d",
+    )
     metrics = lines(tmp_path / "d" / "metrics.jsonl")[0]
     # 48 images in steps of 4 distinct ones, 4 copies at 32 px and 1 at 64 px
     assert metrics["sizes"]["32"] % 16 == 0 and metrics["sizes"].get("64", 0) % 4 == 0
     assert metrics["sizes"]["32"] / 4 + metrics["sizes"].get("64", 0) == 48
 
 
-@pytest.mark.parametrize("args,named", [
-    (["train", "--mix-sizes", "64,0"], "--mix-sizes"),
-    (["train", "--mix-sizes", "64,x"], "64,x"),
-    (["train", "--mix-sizes", "64,96", "--mix-weights", "0,0"], "weights"),
-    (["train", "--mix-sizes", "64,96", "--mix-mode", "E+"], "E+"),
-    (["recalibrate", "--checkpoint", "x", "--batches", "0"], "--batches"),
-])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["train", "--mix-sizes", "64,0"], "--mix-sizes"),
+        (["train", "--mix-sizes", "64,x"], "64,x"),
+        (["train", "--mix-sizes", "64,96", "--mix-weights", "0,0"], "weights"),
+        (["train", "--mix-sizes", "64,96", "--mix-mode", "E+"], "E+"),
+        (["recalibrate", "--checkpoint", "x", "--batches", "0"], "--batches"),
+    ],
+)
 def test_bad_mixsize_cli_values(args, named, capsys):
     with pytest.raises(SystemExit):
         run(*args)
@@ -218,15 +382,43 @@ def test_bad_mixsize_cli_values(args, named, capsys):
 
 def test_splits_named_one_by_one(tiny_data, tmp_path):
     """--train-data / --val-data replace <data>/train and <data>/val (here --data leads nowhere)."""
-    run("train", "--data", tmp_path / "nowhere", "--train-data", tiny_data / "train", "--val-data", tiny_data / "val",
-        "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
+    run(
+        "train",
+        "--data",
+        tmp_path / "nowhere",
+        "--train-data",
+        tiny_data / "train",
+        "--val-data",
+        tiny_data / "val",
+        "--epochs",
+        1,
+        "--train-res",
+        32,
+        "--out",
+        tmp_path / "t",
+        *FAST,
+    )
     metrics = lines(tmp_path / "t" / "metrics.jsonl")[0]
     assert metrics["train_images"] == 48 and metrics["val_images"] == 18
     with pytest.raises(FileNotFoundError, match="nowhere/val"):
         run("sweep", "--data", tmp_path / "nowhere", "--checkpoint", tmp_path / "t", "--test-res", 32, *FAST)
+
+
 def test_repeated_augmentation_keeps_the_epoch_length(tiny_data, tmp_path):
-    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--repeated-aug", 3, "--out", tmp_path / "ra",
-        *FAST)
+    run(
+        "train",
+        "--data",
+        tiny_data,
+        "--epochs",
+        1,
+        "--train-res",
+        32,
+        "--repeated-aug",
+        3,
+        "--out",
+        tmp_path / "ra",
+        *FAST,
+    )
     metrics = lines(tmp_path / "ra" / "metrics.jsonl")[0]
     assert metrics["train_images"] == 48 and metrics["train_steps"] == 6  # 16 images x 3 copies, batches of 8
 
@@ -234,8 +426,22 @@ def test_repeated_augmentation_keeps_the_epoch_length(tiny_data, tmp_path):
 @pytest.mark.parametrize("augment", ["test2", "train"])
 def test_finetune_with_the_other_augmentations(tiny_data, tmp_path, augment):
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
-    run("finetune", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", 40, "--epochs", 1,
-        "--augment", augment, "--out", tmp_path / "ft", *FAST)
+    run(
+        "finetune",
+        "--data",
+        tiny_data,
+        "--checkpoint",
+        tmp_path / "t",
+        "--test-res",
+        40,
+        "--epochs",
+        1,
+        "--augment",
+        augment,
+        "--out",
+        tmp_path / "ft",
+        *FAST,
+    )
     before, after = load_checkpoint(tmp_path / "t")["model"], load_checkpoint(tmp_path / "ft")["model"]
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     assert lines(tmp_path / "ft" / "metrics.jsonl")[0]["train_images"] == 48
@@ -248,18 +454,61 @@ def test_sweep_and_finetune_start_from_a_state_dict(tiny_data, tmp_path):
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
     torch.save(load_checkpoint(tmp_path / "t")["model"], tmp_path / "tiny.pth")
     ours = run("sweep", "--data", tiny_data, "--checkpoint", tmp_path / "t", "--test-res", "32,48", *FAST)
-    theirs = run("sweep", "--data", tiny_data, "--model", "resnet_tiny", "--weights", tmp_path / "tiny.pth",
-                 "--train-res", 32, "--test-res", "32,48", "--out", tmp_path / "w", *FAST)
-    assert [(r["test_res"], r["top1"], r["loss"]) for r in theirs] == [(r["test_res"], r["top1"], r["loss"])
-                                                                        for r in ours]
+    theirs = run(
+        "sweep",
+        "--data",
+        tiny_data,
+        "--model",
+        "resnet_tiny",
+        "--weights",
+        tmp_path / "tiny.pth",
+        "--train-res",
+        32,
+        "--test-res",
+        "32,48",
+        "--out",
+        tmp_path / "w",
+        *FAST,
+    )
+    assert [(r["test_res"], r["top1"], r["loss"]) for r in theirs] == [
+        (r["test_res"], r["top1"], r["loss"]) for r in ours
+    ]
     assert json.loads((tmp_path / "w" / "sweep.json").read_text())["train_res"] == 32
 
-    run("finetune", "--data", tiny_data, "--model", "resnet_tiny", "--weights", tmp_path / "tiny.pth",
-        "--train-res", 32, "--test-res", "auto", "--epochs", 1, "--out", tmp_path / "ft", *FAST)
+    run(
+        "finetune",
+        "--data",
+        tiny_data,
+        "--model",
+        "resnet_tiny",
+        "--weights",
+        tmp_path / "tiny.pth",
+        "--train-res",
+        32,
+        "--test-res",
+        "auto",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "ft",
+        *FAST,
+    )
     tuned = load_checkpoint(tmp_path / "ft")
     assert tuned["test_res"] == 40 and tuned["classes"] == load_checkpoint(tmp_path / "t")["classes"]
 
     torch.save(__import__("torchvision").models.resnet18(num_classes=5).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="fc.weight has 5 outputs but the model wants 3"):
-        run("sweep", "--data", tiny_data, "--model", "resnet18", "--weights", tmp_path / "r18.pth",
-            "--test-res", "32", "--out", tmp_path / "r18", *FAST)
+        run(
+            "sweep",
+            "--data",
+            tiny_data,
+            "--model",
+            "resnet18",
+            "--weights",
+            tmp_path / "r18.pth",
+            "--test-res",
+            "32",
+            "--out",
+            tmp_path / "r18",
+            *FAST,
+        )

@@ -1,12 +1,19 @@
 """The crop sampler against torchvision's own RandomResizedCrop.get_params, the eval boxes
 against torchvision's Resize + CenterCrop geometry, and test DA2's shifted centre crop."""
+
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms as T
 
-from pipeline.transforms import (CenterCropSpec, RandomResizedCropSpec, center_crop_boxes,
-                                 random_resized_crop_boxes, resized_extent, shifted_center_crop_boxes)
+from pipeline.transforms import (
+    CenterCropSpec,
+    RandomResizedCropSpec,
+    center_crop_boxes,
+    random_resized_crop_boxes,
+    resized_extent,
+    shifted_center_crop_boxes,
+)
 
 N = 20000
 
@@ -23,8 +30,12 @@ def torchvision_boxes(width: int, height: int, n: int, spec=RandomResizedCropSpe
 
 def box_statistics(boxes: np.ndarray, width: int, height: int) -> dict:
     x, y, w, h = boxes.T
-    return {"area": w * h / (width * height), "log_aspect": np.log(w / h),
-            "cx": (x + w / 2) / width, "cy": (y + h / 2) / height}
+    return {
+        "area": w * h / (width * height),
+        "log_aspect": np.log(w / h),
+        "cx": (x + w / 2) / width,
+        "cy": (y + h / 2) / height,
+    }
 
 
 @pytest.mark.parametrize("width,height", [(500, 375), (300, 400), (640, 240)])
@@ -55,8 +66,9 @@ def test_boxes_stay_inside_the_image_and_are_deterministic():
 
 def test_fallback_for_extreme_aspect_matches_torchvision():
     # 1000x50: no box with aspect in [3/4, 4/3] and area >= 8% fits, so every try fails
-    ours = random_resized_crop_boxes(np.random.default_rng(0), np.array([1000]), np.array([50]),
-                                     RandomResizedCropSpec(scale=(0.5, 1.0)))
+    ours = random_resized_crop_boxes(
+        np.random.default_rng(0), np.array([1000]), np.array([50]), RandomResizedCropSpec(scale=(0.5, 1.0))
+    )
     ref = torchvision_boxes(1000, 50, 1, RandomResizedCropSpec(scale=(0.5, 1.0)))
     assert ours.tolist() == ref.astype(int).tolist() == [[466, 0, 67, 50]]
 
@@ -68,12 +80,14 @@ def test_center_box_matches_torchvision_resize_then_centercrop(width, height, re
     top = int(round((rh - res) / 2.0))
     left = int(round((rw - res) / 2.0))
     x, y, w, h = center_crop_boxes(np.array([width]), np.array([height]), res)[0]
-    np.testing.assert_allclose([x, y, w, h], [left * width / rw, top * height / rh,
-                                              res * width / rw, res * height / rh])
+    np.testing.assert_allclose(
+        [x, y, w, h], [left * width / rw, top * height / rh, res * width / rw, res * height / rh]
+    )
 
 
-@pytest.mark.parametrize("width,height,res", [(500, 375, 224), (375, 500, 128), (333, 333, 64), (97, 61, 64),
-                                              (640, 240, 48)])
+@pytest.mark.parametrize(
+    "width,height,res", [(500, 375, 224), (375, 500, 128), (333, 333, 64), (97, 61, 64), (640, 240, 48)]
+)
 def test_da2_box_is_the_centre_crop_shifted_horizontally_within_the_image(width, height, res):
     n = 4000
     W, H = np.full(n, width), np.full(n, height)

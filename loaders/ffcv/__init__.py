@@ -8,15 +8,18 @@ beside it; beton.py checks a .beton and finds the one a split folder stands for 
 cached on first use); decoders.py holds the seeded crop decoder (any side per batch); loader.py is
 the backend itself.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import torch
 
-INSTALL_HINT = ("the ffcv backend needs FFCV 1.0.2: install the system libraries "
-                "(apt-get install libturbojpeg0-dev libopencv-dev pkg-config, or conda-forge "
-                "libjpeg-turbo opencv pkg-config), then pip install -e '.[ffcv]' (make test does both)")
+INSTALL_HINT = (
+    "the ffcv backend needs FFCV 1.0.2: install the system libraries "
+    "(apt-get install libturbojpeg0-dev libopencv-dev pkg-config, or conda-forge "
+    "libjpeg-turbo opencv pkg-config), then pip install -e '.[ffcv]' (make test does both)"
+)
 
 
 def require_ffcv() -> None:

@@ -17,6 +17,7 @@ caller gives (--classes, or the training split's classes), else the classes are 
 A file is checked before FFCV reads it: FFCV trusts its header and pointers, so a truncated
 or foreign file would otherwise surface as a numba error, garbage pixels or a crash.
 """
+
 from __future__ import annotations
 
 import glob
@@ -70,13 +71,18 @@ class Beton:
         return len(self.labels)
 
     def report(self) -> str:
-        classes = (f"in {len(self.classes)} classes" if self.named
-                   else f"with label ids 0..{len(self.classes) - 1} (no class names)")
+        classes = (
+            f"in {len(self.classes)} classes"
+            if self.named
+            else f"with label ids 0..{len(self.classes) - 1} (no class names)"
+        )
         parts = [f"{len(self)} images {classes} in {self.path}"]
         extra = [f for f in self.layout.fields if f not in (self.layout.image, self.layout.label)]
         if (self.layout.image, self.layout.label) != ("image", "label") or extra:
-            parts.append(f"fields image={self.layout.image}, label={self.layout.label}"
-                         + (f", not read: {', '.join(extra)}" if extra else ""))
+            parts.append(
+                f"fields image={self.layout.image}, label={self.layout.label}"
+                + (f", not read: {', '.join(extra)}" if extra else "")
+            )
         return "; ".join(parts + [f"skipped {n} {why}" for why, n in sorted(self.skipped.items())])
 
 
@@ -87,8 +93,9 @@ def beton_for(cfg: LoaderConfig, progress: bool = True) -> Beton:
         return open_beton(path, cfg.classes)
     if root.is_dir():
         return cached_beton(cfg, progress)
-    raise FileNotFoundError(f"the ffcv backend found neither {root}.beton, {root}.ffcv, {root}*.beton|.ffcv "
-                            f"nor a split folder {root}")
+    raise FileNotFoundError(
+        f"the ffcv backend found neither {root}.beton, {root}.ffcv, {root}*.beton|.ffcv nor a split folder {root}"
+    )
 
 
 def ffcv_file(root: Path) -> Path | None:
@@ -97,10 +104,13 @@ def ffcv_file(root: Path) -> Path | None:
         return root  # a missing file is named by open_beton
     exact = [root.with_name(root.name + s) for s in SUFFIXES]
     found = [p for p in exact if p.is_file()] or sorted(
-        p for s in SUFFIXES for p in root.parent.glob(glob.escape(root.name) + "*" + s) if p.is_file())
+        p for s in SUFFIXES for p in root.parent.glob(glob.escape(root.name) + "*" + s) if p.is_file()
+    )
     if len(found) > 1:
-        raise BadDataError(f"several FFCV files could be the split {root}: {', '.join(map(str, found))}; "
-                           "name one with --train-data / --val-data")
+        raise BadDataError(
+            f"several FFCV files could be the split {root}: {', '.join(map(str, found))}; "
+            "name one with --train-data / --val-data"
+        )
     return found[0] if found else None
 
 
@@ -120,8 +130,10 @@ def open_beton(path: Path, classes: list[str] | None = None) -> Beton:
         return Beton(path, [str(i) for i in range(ids)], layout, named=False)
     labels = layout.labels
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(beton.classes):
-        raise BadDataError(f"{path} holds label ids {labels.min()}..{labels.max()}, outside the "
-                           f"{len(beton.classes)} classes of {source}")
+        raise BadDataError(
+            f"{path} holds label ids {labels.min()}..{labels.max()}, outside the "
+            f"{len(beton.classes)} classes of {source}"
+        )
     return beton
 
 
@@ -131,8 +143,10 @@ def class_map(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise BadDataError(f"class map {path} is unreadable ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or len(meta.get("classes", [])) == 0:
-        raise BadDataError(f"{path} is not a class map written by python -m loaders.ffcv write "
-                           "(move it away to read the file with label ids or --classes)")
+        raise BadDataError(
+            f"{path} is not a class map written by python -m loaders.ffcv write "
+            "(move it away to read the file with label ids or --classes)"
+        )
     return meta
 
 
@@ -148,12 +162,15 @@ def checked_layout(path: Path) -> Layout:
         raise BadDataError(f"{path} is not an FFCV .beton: {size} bytes, shorter than its header")
     header = np.fromfile(path, dtype=HeaderType, count=1)[0]
     if header["version"] != CURRENT_VERSION:
-        raise BadDataError(f"{path} is not an FFCV .beton of format version {CURRENT_VERSION} "
-                           f"(its first bytes say version {int(header['version'])})")
+        raise BadDataError(
+            f"{path} is not an FFCV .beton of format version {CURRENT_VERSION} "
+            f"(its first bytes say version {int(header['version'])})"
+        )
     n, count, fields_at = int(header["num_samples"]), int(header["num_fields"]), HeaderType.itemsize
     if fields_at + count * FieldDescType.itemsize > size:
-        raise BadDataError(f"{path} is truncated or damaged: its {count} field descriptors do not fit "
-                           f"in its {size} bytes")
+        raise BadDataError(
+            f"{path} is truncated or damaged: its {count} field descriptors do not fit in its {size} bytes"
+        )
     desc = np.fromfile(path, dtype=FieldDescType, count=count, offset=fields_at)
     names = [bytes(d["name"]).split(b"\0")[0].decode("ascii", "replace") for d in desc]
     if len(set(names)) != len(names):
@@ -166,8 +183,10 @@ def checked_layout(path: Path) -> Layout:
     meta_at = fields_at + desc.nbytes
     table_at = int(header["alloc_table_ptr"])
     if not meta_at + n * meta_type.itemsize <= table_at <= size or (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
-        raise BadDataError(f"{path} is truncated or damaged: its {n} samples and allocation table "
-                           f"do not fit in its {size} bytes (write it again)")
+        raise BadDataError(
+            f"{path} is truncated or damaged: its {n} samples and allocation table "
+            f"do not fit in its {size} bytes (write it again)"
+        )
     meta = np.fromfile(path, dtype=meta_type, count=n, offset=meta_at)
     table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
     pointers = meta[f"f{names.index(image)}"]["data_ptr"]
@@ -198,8 +217,10 @@ def field_handlers(path: Path, desc: np.ndarray, names: list[str]) -> list:
 def only_field(path: Path, names: list[str], types: list[int], type_id: int, what: str) -> str:
     found = [name for name, t in zip(names, types) if t == type_id]
     if len(found) != 1:
-        raise BadDataError(f"{path} must hold exactly one {what}; its fields are "
-                           f"{', '.join(f'{n} (type {t})' for n, t in zip(names, types))}")
+        raise BadDataError(
+            f"{path} must hold exactly one {what}; its fields are "
+            f"{', '.join(f'{n} (type {t})' for n, t in zip(names, types))}"
+        )
     return found[0]
 
 
@@ -210,8 +231,11 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
     root = Path(cfg.root).resolve()
     path = cache_dir("ffcv") / f"{root.name}-{cache_key(root, cfg)}.beton"
     if not path.is_file():
-        print(f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes "
-              "resolution-aware .beton files)", file=sys.stderr, flush=True)
+        print(
+            f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes resolution-aware .beton files)",
+            file=sys.stderr,
+            flush=True,
+        )
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
         write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1), progress=progress)
     return open_beton(path)

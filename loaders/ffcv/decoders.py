@@ -16,6 +16,7 @@ code compiled once, so the side cannot be a shape: the epoch seed and the side o
 being decoded reach the compiled code through a small array read once per batch in object
 mode (numba freezes the arrays a compiled closure captures, and recompiling costs seconds).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,7 +88,7 @@ class PlannedCrop(ResizedCropRGBImageDecoder):
                 epoch_seed, side, batch_number = cell[SEED], cell[SIDE], cell[BATCH]
             batch_seed = epoch_seed + batch_number * BATCH_MIX
             count = len(batch_indices)
-            batch = destination.reshape(-1)[:count * side * side * 3].reshape(count, side, side, 3)
+            batch = destination.reshape(-1)[: count * side * side * 3].reshape(count, side, side, 3)
             for dst_ix in my_range(count):
                 source_ix = np.int64(batch_indices[dst_ix])
                 np.random.seed((batch_seed + source_ix * SAMPLE_MIX + dst_ix * SLOT_MIX) % SEED_RANGE)
@@ -95,7 +96,7 @@ class PlannedCrop(ResizedCropRGBImageDecoder):
                 image_data = mem_read(field["data_ptr"], storage_state)
                 height, width = np.uint32(field["height"]), np.uint32(field["width"])
                 if field["mode"] == jpg:
-                    image = temp_storage[dst_ix].reshape(-1)[:3 * height * width].reshape(height, width, 3)
+                    image = temp_storage[dst_ix].reshape(-1)[: 3 * height * width].reshape(height, width, 3)
                     imdecode_c(image_data, image, height, width, height, width, 0, 0, 1, 1, False, False)
                 else:
                     image = image_data.reshape(height, width, 3)
@@ -119,7 +120,7 @@ class CompactToDevice(ToDevice):
         non_blocking = self.non_blocking
 
         def to_device(inp, dst):
-            front = dst.view(-1)[:inp.numel()].view(inp.shape)
+            front = dst.view(-1)[: inp.numel()].view(inp.shape)
             front.copy_(inp, non_blocking=non_blocking)
             return front
 

@@ -21,6 +21,7 @@ decoded at its own side into the front of its buffer (decoders.py). A constant p
 allocates exactly what it uses. Compilation (numba, seconds) happens once, in the
 constructor, on one batch: no epoch's throughput is charged for it, whatever its sides.
 """
+
 from __future__ import annotations
 
 import time
@@ -105,14 +106,25 @@ class FfcvLoader:
         side = max((s.res for s in steps), default=1)
         self.decoder = PlannedCrop.for_config(cfg, side)
         gpu = cfg.device.type == "cuda"
-        images = [self.decoder, ToTensor(), *([CompactToDevice(cfg.device)] if gpu else []),
-                  ToTorchImage(channels_last=True)]
+        images = [
+            self.decoder,
+            ToTensor(),
+            *([CompactToDevice(cfg.device)] if gpu else []),
+            ToTorchImage(channels_last=True),
+        ]
         labels = [IntDecoder(), ToTensor(), *([ToDevice(cfg.device)] if gpu else [])]
         with torch_threads_kept():
             self.loader = PlannedLoader(
-                self.decoder, fname=str(beton.path), batch_size=1, num_workers=max(cfg.workers, 1),
-                os_cache=True, order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=BATCHES_AHEAD,
-                pipelines=pipelines(beton.layout, images, labels))
+                self.decoder,
+                fname=str(beton.path),
+                batch_size=1,
+                num_workers=max(cfg.workers, 1),
+                os_cache=True,
+                order=OrderOption.SEQUENTIAL,
+                drop_last=False,
+                batches_ahead=BATCHES_AHEAD,
+                pipelines=pipelines(beton.layout, images, labels),
+            )
             self.compile_seconds = self.compile(batches[:1], [s.res for s in steps[:1]])
         self.set_epoch(0)
 

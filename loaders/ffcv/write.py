@@ -6,6 +6,7 @@ name (or, with skip_bad, is left out and counted in the class map's `skipped`). 
 decodes every image, so the scan decodes them all first (`check="full"` by default): FFCV's
 writer processes cannot report a decoder error, they die and leave the writer waiting.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,13 @@ class ImageFolderSamples:
             return np.asarray(img.convert("RGB")), int(self.labels[i])
 
 
-def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSettings = WriterSettings(),
-                workers: int = 1, progress: bool = False) -> Path:
+def write_beton(
+    index: ImageIndex,
+    out: str | os.PathLike,
+    settings: WriterSettings = WriterSettings(),
+    workers: int = 1,
+    progress: bool = False,
+) -> Path:
     """Write `index` to the .beton `out` and its class map to `out.json`, with FFCV's progress
     bar when `progress`; returns `out`.
 
@@ -82,17 +88,26 @@ def write_beton(index: ImageIndex, out: str | os.PathLike, settings: WriterSetti
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
     fields = {
-        "image": RGBImageField(write_mode=settings.write_mode, max_resolution=settings.max_resolution,
-                               smart_threshold=settings.smart_threshold, jpeg_quality=settings.jpeg_quality,
-                               compress_probability=settings.compress_probability),
+        "image": RGBImageField(
+            write_mode=settings.write_mode,
+            max_resolution=settings.max_resolution,
+            smart_threshold=settings.smart_threshold,
+            jpeg_quality=settings.jpeg_quality,
+            compress_probability=settings.compress_probability,
+        ),
         "label": IntField(),
     }
     with writer_bar(progress):
-        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
-            ImageFolderSamples(index))
-    meta = {"format": FORMAT, "classes": index.classes, "images": len(index), "source": index.root,
-            "settings": asdict(settings), "skipped": {why: len(p) for why, p in index.skipped.items()},
-            "notes": dict(index.notes)}
+        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(ImageFolderSamples(index))
+    meta = {
+        "format": FORMAT,
+        "classes": index.classes,
+        "images": len(index),
+        "source": index.root,
+        "settings": asdict(settings),
+        "skipped": {why: len(p) for why, p in index.skipped.items()},
+        "notes": dict(index.notes),
+    }
     meta_partial = partial.with_name(partial.name + ".json")
     meta_partial.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(meta_partial, class_map_path(out))
