@@ -20,9 +20,12 @@ TORCH_STATES = ("model", "optimizer", "scaler")  # state dicts from torch, saved
 
 
 def claim_run_folder(path: Path, resume: bool) -> None:
-    """A new run needs a folder no other run has started in; a resumed one needs its own."""
+    """A new run needs a folder no other run has trained in; a resumed one needs its own. A
+    folder whose run wrote its configuration but never finished an epoch (it failed at start,
+    e.g. on a mistyped --data) holds nothing to lose: a new run may take it."""
     started = (path / "config.json").exists()
-    if started and not resume:
+    trained = (path / "metrics.jsonl").exists() or (path / CHECKPOINT).exists()
+    if trained and not resume:
         raise FileExistsError(
             f"run folder {path} already holds a run: pass --resume to continue it, or choose another --out"
         )

@@ -512,3 +512,16 @@ def test_sweep_and_finetune_start_from_a_state_dict(tiny_data, tmp_path):
             tmp_path / "r18",
             *FAST,
         )
+
+
+def test_a_run_that_failed_at_start_leaves_its_folder_usable(tiny_data, tmp_path):
+    """A mistyped --data fails after the configuration is written; the corrected command may
+    use the same --out (nothing was trained there), while a folder with a finished epoch is kept."""
+    out = tmp_path / "t"
+    with pytest.raises(FileNotFoundError, match="typo"):
+        run("train", "--data", tmp_path / "typo", "--epochs", 1, "--train-res", 32, "--out", out, *FAST)
+    assert (out / "config.json").exists() and not (out / "metrics.jsonl").exists()
+    run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", out, *FAST)
+    assert lines(out / "metrics.jsonl")[0]["epoch"] == 0
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", out, *FAST)
