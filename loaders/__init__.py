@@ -15,7 +15,8 @@ BACKENDS = ("pil", "dali", "synthetic", "ffcv", "nvjpeg")
 
 def create_loader(cfg: LoaderConfig, progress: bool = True) -> Loader:
     """The loader for `cfg.backend` over the split folder `cfg.root`."""
-    map_large_buffers()
+    if cfg.device.type == "cuda":  # see loaders/heap.py: on the CPU the trainer's own tensors would pay
+        map_large_buffers()
     if cfg.backend == "synthetic":
         from loaders.synthetic import SyntheticLoader
 
