@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
 from pipeline.console import run_command
-from pipeline.jobs import run_sweep, run_train
+from pipeline.jobs import run_sweep, run_train, sweep_name
 from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
 from pipeline.sizes import MixSize
@@ -101,22 +101,20 @@ def trained(tc: TrainConfig) -> dict:
 
 
 def swept(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
-    name = f"sweep-bn{recalibrate}.json" if recalibrate else "sweep.json"
+    sweep = SweepConfig(
+        data=cfg.data,
+        loader=cfg.loader,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        checkpoint=run["path"],
+        test_res=cfg.test_res,
+        recalibrate_bn=recalibrate,
+    )
     done = stage_result(
-        Path(run["path"]) / name,
-        lambda: run_sweep(
-            SweepConfig(
-                data=cfg.data,
-                loader=cfg.loader,
-                batch_size=cfg.batch_size,
-                workers=cfg.workers,
-                seed=cfg.seed,
-                progress=cfg.progress,
-                checkpoint=run["path"],
-                test_res=cfg.test_res,
-                recalibrate_bn=recalibrate,
-            )
-        ),
+        Path(run["path"]) / f"{sweep_name(sweep)}.json",
+        lambda: run_sweep(sweep),
         valid=lambda done: done["config"]["test_res"] == cfg.test_res,
     )
     return {r["test_res"]: r["top1"] for r in done["rows"]}

@@ -8,6 +8,7 @@ or (with skip_bad) is left out and counted.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -275,3 +276,17 @@ def run_checks(
                 results += done
                 bar.update(len(done))
     return results
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser, check: str, check_note: str, counted_in: str) -> None:
+    """--skip-bad, --check and --progress of the commands that scan and write a data set."""
+    parser.add_argument("--skip-bad", action="store_true", help=f"leave out bad images (counted in {counted_in})")
+    parser.add_argument(
+        "--check", choices=("header", "full"), default=check, help=f"image check (default: %(default)s; {check_note})"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars (off when not a terminal or when CI is set)",
+    )

@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from loaders.imagefolder import BadDataError, scan_image_folder
+from loaders.imagefolder import BadDataError, add_scan_arguments, scan_image_folder
 from loaders.stored_size import split_max_side
 from pipeline.console import progress_enabled, run_command
 
@@ -170,19 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="quality of the downscaled JPEGs (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
-    parser.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in prepared.json)")
-    parser.add_argument(
-        "--check",
-        choices=("header", "full"),
-        default="header",
-        help="image check of the scan (default: %(default)s; the copy decodes every image anyway)",
-    )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bars (off when not a terminal or when CI is set)",
-    )
+    add_scan_arguments(parser, "header", "of the scan; the copy decodes every image anyway", counted_in="prepared.json")
     args = parser.parse_args(argv)
     return prepare(args)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.write import WRITE_MODES, WriterSettings, write_beton
-from loaders.imagefolder import scan_image_folder
+from loaders.imagefolder import add_scan_arguments, scan_image_folder
 from loaders.stored_size import split_max_side
 from pipeline.console import progress_enabled, run_command
 
@@ -88,19 +88,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         help="--write-mode smart: JPEG when the raw pixels take more bytes than this",
     )
     w.add_argument("--workers", type=int, default=2, help="writer processes (default: %(default)s)")
-    w.add_argument("--skip-bad", action="store_true", help="leave out bad images (counted in the class map)")
-    w.add_argument(
-        "--check",
-        choices=("full", "header"),
-        default="full",
-        help="image check before writing (default: %(default)s; see loaders/ffcv/write.py)",
-    )
-    w.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bars (off when not a terminal or when CI is set)",
-    )
+    add_scan_arguments(w, "full", "before writing, see loaders/ffcv/write.py", counted_in="the class map")
     args = parser.parse_args(argv)
     if args.for_res < 0:
         parser.error(f"--for-res must be positive, got {args.for_res}")
