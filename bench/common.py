@@ -141,14 +141,39 @@ def images_per_second(batches: Iterator, consume: Callable, device: torch.device
     return {**spread(rates), "images": images, "seconds": seconds}
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its live children."""
+    total = 0.0
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # a worker that just exited
+            continue
+        total += t.user + t.system
+    return total
+
+
+def settle(quiet_cores: float = 0.1, window: float = 0.1, timeout: float = 30.0) -> float:
+    """Waits until this process tree uses under `quiet_cores` cores over `window` seconds (the
+    loaders' workers have filled their queues and stopped), or `timeout` seconds; returns the
+    seconds waited. Without it, one loader's prefetching runs into the next one's timed turn."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        before = tree_cpu_seconds()
+        time.sleep(window)
+        if tree_cpu_seconds() - before < quiet_cores * window:
+            break
+    return time.perf_counter() - start
+
+
 class ProcessTreeMonitor:
     """CPU time and peak memory of this process and all its children (loader workers),
     sampled in a thread while the `with` block runs. Memory is the proportional set size
     (PSS: a page shared by n processes counts 1/n in each), so the sum over the tree is the
     memory the tree really holds; forked workers share most of their parent's pages."""
 
-    def __init__(self, interval: float = 0.25):
-        self.interval = interval
+    def __init__(self, interval: float | None = 0.25):
+        self.interval = interval  # None: CPU time only, with no sampling thread to add its own
         self.root = psutil.Process()
         self.cpu_start: dict[int, float] = {}
         self.cpu_last: dict[int, float] = {}
@@ -183,13 +208,15 @@ class ProcessTreeMonitor:
                 continue
             self.cpu_start[p.pid] = self.cpu_last[p.pid] = t.user + t.system
         self.started = time.perf_counter()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+        self.thread = threading.Thread(target=self.run, daemon=True) if self.interval else None
+        if self.thread:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join()
+        if self.thread:
+            self.thread.join()
         self.sample()
         self.seconds = time.perf_counter() - self.started
         self.cpu_seconds = sum(self.cpu_last[pid] - self.cpu_start[pid] for pid in self.cpu_last)

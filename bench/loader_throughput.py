@@ -7,24 +7,24 @@ how much of its decoder's capacity each backend's pipeline delivers.
     python -m bench.loader_throughput ... --backends pil 'pil:root=/tmp/prepared/{res}/train'
 
 For each cell (resolution x split) every loader is opened once, then the backends take turns:
-each of `--repeats` rounds runs every loader in turn (the order rotating by one per round), and
-each turn is `--warmup` untimed batches (the loader's own queue, and the previous loader's
-prefetching, which finishes meanwhile) then `--steps` timed batches. Interleaving exposes every
-backend to the same drift of a shared machine, and each ratio to the reference is taken within
-a round, so the ratios hold where absolute rates move. Reported per backend: median images/s
-and its spread over rounds, the median per-round ratio to the reference and that ratio's spread,
-CPU cores used by the whole process tree, and images per CPU-second (what a loader costs,
-meaningful even when other jobs share the cores).
+each of `--repeats` rounds runs every loader in turn (the order rotating by one per round). A
+turn waits until the process tree is idle (every loader's workers have filled their queues, so
+no prefetching of another loader runs into it), takes `--warmup` untimed batches (more than any
+loader's queue holds, so the timed batches are made while they are timed), then `--steps` timed
+batches. Interleaving exposes every backend to the same drift of a shared machine, and each
+ratio to the reference is taken within a round, so the ratios hold where absolute rates move.
+Reported per backend: median images/s and its spread over rounds, the median per-round ratio
+to the reference and that ratio's spread, CPU cores used by the whole process tree, and images
+per CPU-second (what a loader costs, meaningful even when other jobs share the cores).
 
 Single-core rate: the backend's own work per image on one core, in images per CPU-second: its
 loader with no workers (given a turn right after the loader's own in every round), so reading,
 decoding, cropping, resizing, flipping and normalising all run in the calling thread, one after
 another, with one torch thread (DALI and FFCV cannot run without their engine: one decoding
-thread). Pipeline efficiency = images per CPU-second
-delivered / single-core rate: the share of the CPU time that goes to the work itself rather
-than to moving batches between processes, scheduling and waiting. On a machine shared with
-other jobs, the work itself also slows down when run in parallel (caches, memory bandwidth), and
-that shows up as lost efficiency too.
+thread). Pipeline efficiency = images per CPU-second delivered / single-core rate: the share of
+the CPU time that goes to the work itself rather than to moving batches between processes,
+scheduling and waiting. On a machine shared with other jobs, the work itself also slows down
+when run in parallel (caches, memory bandwidth), and that shows up as lost efficiency too.
 
 Batches are consumed as a trainer would receive them (normalised, channels-last, on the
 device). Both splits read the train folder so epochs are long; the split only selects the
@@ -58,6 +58,7 @@ from bench.common import (
     parse_ints,
     parse_variant,
     reset_gpu_memory,
+    settle,
     spread,
     style,
     sync,
@@ -87,10 +88,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="workers (processes or threads), for every loader alike")
-    p.add_argument("--warmup", type=int, default=6, help="untimed batches before each timed turn")
+    p.add_argument(
+        "--warmup", type=int, default=8, help="untimed batches before each timed turn (more than a loader queues)"
+    )
     p.add_argument("--steps", type=int, default=16, help="batches per timed turn")
     p.add_argument("--repeats", type=int, default=5, help="rounds: timed turns per loader and cell")
-    p.add_argument("--work-batches", type=int, default=2, help="batches per timed turn of the single-core twin")
+    p.add_argument("--work-batches", type=int, default=4, help="batches per timed turn of the single-core twin")
     p.add_argument("--compare", default=None, help="an earlier loader_throughput.json to compare the ratios with")
     p.add_argument("--device", default="cpu", help="where batches are delivered: cpu, cuda, auto")
     p.add_argument("--amp", default="auto", help="batch dtype as in training: auto, bf16, fp16, off")
@@ -141,13 +144,15 @@ class Cell:
 
 def timed_turn(batches, warmup: int, steps: int, device, threads: int | None = None) -> dict:
     """One loader's turn in a round: `warmup` untimed batches, then `steps` timed ones (with
-    `threads` torch threads if given)."""
+    `threads` torch threads if given: a single-core twin's turn, timed without sampling memory,
+    whose sampling thread would add a larger share of CPU time to one core than to two)."""
     kept = torch.get_num_threads()
     torch.set_num_threads(threads or kept)
     try:
+        settle()
         warm_up(batches, lambda x, y: None, device, warmup)
         reset_gpu_memory(device)
-        with ProcessTreeMonitor() as monitor:
+        with ProcessTreeMonitor(interval=None if threads else 0.25) as monitor:
             start, images = time.perf_counter(), 0
             for _ in range(steps):
                 images += next(batches)[0].shape[0]

@@ -54,15 +54,15 @@ def test_eval_crops_agree_with_pil(tiny_data):
 
 
 def test_train_crops_agree_with_pil(tiny_data):
-    """Same seed, same plan (boxes, flips). Measured here and on the demo set: mean difference
-    0.09-0.15 grey levels, under 0.012% of values more than 1 apart (up to 17), all of them in
-    the outermost row or column of a crop that touches the image border, where Pillow
-    renormalises its filter weights and DALI repeats the edge pixel."""
+    """Same seed, same plan (boxes, flips): every value inside the outermost ring of the crop
+    within 1 grey level. On that ring they differ (1% of all values more than 1 apart here):
+    pil resizes the crop alone, as torchvision's RandomResizedCrop does, while DALI reads the
+    pixels just outside the crop as filter support."""
     pil, dali = both_backends(tiny_data, res=40, batch_size=16, seed=0)
     diff = np.abs(pil - dali)
     inner = np.ones((40, 40), bool)
     inner[[0, -1], :] = inner[:, [0, -1]] = False
-    assert diff[..., inner].max() <= 1 and np.mean(diff > 1) < 0.001 and diff.mean() < 0.25
+    assert diff[..., inner].max() <= 1 and np.mean(diff > 1) < 0.02 and diff.mean() < 0.25, diff.mean()
 
 
 @pytest.fixture(scope="module")
