@@ -144,15 +144,15 @@ class Cell:
 
 def timed_turn(batches, warmup: int, steps: int, device, threads: int | None = None) -> dict:
     """One loader's turn in a round: `warmup` untimed batches, then `steps` timed ones (with
-    `threads` torch threads if given: a single-core twin's turn, timed without sampling memory,
-    whose sampling thread would add a larger share of CPU time to one core than to two)."""
+    `threads` torch threads if given). Memory is read once, after the timed batches: reading
+    a process tree's memory maps takes a large share of a core while it runs."""
     kept = torch.get_num_threads()
     torch.set_num_threads(threads or kept)
     try:
         settle()
         warm_up(batches, lambda x, y: None, device, warmup)
         reset_gpu_memory(device)
-        with ProcessTreeMonitor(interval=None if threads else 0.25) as monitor:
+        with ProcessTreeMonitor(interval=None) as monitor:
             start, images = time.perf_counter(), 0
             for _ in range(steps):
                 images += next(batches)[0].shape[0]

@@ -1,12 +1,14 @@
-"""Pillow backend: ImageFolder JPEGs decoded by Pillow in worker threads (or processes).
+"""Pillow backend (pip wheels only): ImageFolder JPEGs decoded by libjpeg-turbo through
+simplejpeg (other formats by Pillow), crops resized by torch or Pillow, in worker threads (or
+processes).
 
 The main process plans the epoch (order, sizes, crop boxes, flips, colour jitter); each worker turns one
 planned batch into a uint8 NHWC array. Workers are pure functions of their task, so they
 persist across epochs and the result does not depend on how many there are. Normalisation
 and the channels-last layout happen on the device, on a quarter of the bytes.
 
-Workers are threads of the main process by default: Pillow releases the GIL while it decodes
-and resamples, which is nearly all of a worker's time, so threads use the cores as processes
+Workers are threads of the main process by default: simplejpeg, Pillow and torch release the
+GIL while they decode and resample, which is nearly all of a worker's time, so threads use the cores as processes
 do, and a batch reaches the trainer without being sent between processes (DataLoader worker
 processes pass each batch through shared memory and a pipe, and the main process unpickles
 it: at 128 px that cost about a fifth of the delivered rate on two cores, see README).

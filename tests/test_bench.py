@@ -4,13 +4,14 @@ pure pieces (variants, the batch-size search, the Pareto front, CPU accounting) 
 import json
 import multiprocessing
 import sys
+import threading
 import time
 
 import pytest
 import torch
 
 from bench import loader_throughput, scale, tradeoff, train_throughput
-from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant
+from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant, settle
 from bench.train_throughput import largest
 from loaders import BACKENDS
 from pipeline.sizes import ConstantSize
@@ -87,6 +88,36 @@ def test_monitor_counts_the_cpu_time_of_child_processes():
         child.join()
     use = monitor.result()
     assert use["cpu_seconds"] >= 0.5 and use["peak_mem_mb"] > 10
+
+
+def test_settle_waits_for_busy_threads_to_finish():
+    """A turn starts when the process tree is idle: settle returns at once when it is, and not
+    before a thread that keeps a core busy has stopped."""
+    assert settle(timeout=5) < 1
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin, args=(0.8,))
+    worker.start()
+    waited = settle(timeout=5)
+    worker.join()
+    assert 0.6 < waited < 4
+
+
+def test_monitor_leaves_its_own_sampling_out_of_the_cpu_time():
+    """Idle for 0.5 s while sampling 50 times: the sampling thread's own CPU time (it reads every
+    process's memory map) is not counted as the tree's work; without sampling, nothing is."""
+    with ProcessTreeMonitor(interval=0.01) as sampled:
+        time.sleep(0.5)
+    assert sampled.own_cpu > 0 and sampled.cpu_seconds < 0.5 * sampled.own_cpu + 0.02
+    with ProcessTreeMonitor(interval=None) as unsampled:
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+    assert unsampled.thread is None and 0.25 < unsampled.cpu_seconds < 0.6
 
 
 def test_loader_benchmark(tiny_data, tmp_path):
