@@ -11,7 +11,8 @@ Workers are threads of the main process by default: simplejpeg, Pillow and torch
 GIL while they decode and resample, which is nearly all of a worker's time, so threads use the cores as processes
 do, and a batch reaches the trainer without being sent between processes (DataLoader worker
 processes pass each batch through shared memory and a pipe, and the main process unpickles
-it: at 128 px that cost about a fifth of the delivered rate on two cores, see README).
+it: with processes, 62-83% of the single-core work rate reaches the trainer on two cores,
+with threads 80-104%; README, loader benchmark).
 """
 
 from __future__ import annotations
