@@ -141,16 +141,22 @@ def images_per_second(batches: Iterator, consume: Callable, device: torch.device
     return {**spread(rates), "images": images, "seconds": seconds}
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and its live children."""
-    total = 0.0
-    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+def process_tree() -> list[psutil.Process]:
+    """This process and its live children (loader workers)."""
+    root = psutil.Process()
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds_by_pid() -> dict[int, float]:
+    """CPU seconds used so far by each process of the tree."""
+    used = {}
+    for p in process_tree():
         try:
             t = p.cpu_times()
         except psutil.Error:  # a worker that just exited
             continue
-        total += t.user + t.system
-    return total
+        used[p.pid] = t.user + t.system
+    return used
 
 
 def settle(quiet_cores: float = 0.1, window: float = 0.1, timeout: float = 30.0) -> float:
@@ -159,9 +165,9 @@ def settle(quiet_cores: float = 0.1, window: float = 0.1, timeout: float = 30.0)
     seconds waited. Without it, one loader's prefetching runs into the next one's timed turn."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
-        before = tree_cpu_seconds()
+        before = sum(cpu_seconds_by_pid().values())
         time.sleep(window)
-        if tree_cpu_seconds() - before < quiet_cores * window:
+        if sum(cpu_seconds_by_pid().values()) - before < quiet_cores * window:
             break
     return time.perf_counter() - start
 
@@ -174,19 +180,15 @@ class ProcessTreeMonitor:
 
     def __init__(self, interval: float | None = 0.25):
         self.interval = interval  # None: no sampling thread, memory read once at the end
-        self.root = psutil.Process()
         self.cpu_start: dict[int, float] = {}
         self.cpu_last: dict[int, float] = {}
         self.peak_bytes = 0
         self.own_cpu = 0.0  # CPU time of the sampling thread itself
         self.stop = threading.Event()
 
-    def tree(self) -> list[psutil.Process]:
-        return [self.root, *self.root.children(recursive=True)]
-
     def sample(self) -> None:
         total = 0
-        for p in self.tree():
+        for p in process_tree():
             try:
                 t = p.cpu_times()
                 mem = p.memory_full_info()
@@ -204,12 +206,8 @@ class ProcessTreeMonitor:
             self.own_cpu = time.thread_time() - start
 
     def __enter__(self):
-        for p in self.tree():
-            try:
-                t = p.cpu_times()
-            except psutil.Error:
-                continue
-            self.cpu_start[p.pid] = self.cpu_last[p.pid] = t.user + t.system
+        self.cpu_start = cpu_seconds_by_pid()
+        self.cpu_last = dict(self.cpu_start)
         self.started = time.perf_counter()
         self.thread = threading.Thread(target=self.run, daemon=True) if self.interval else None
         if self.thread:

@@ -73,7 +73,7 @@ class LoaderConfig:
     repeats: int = 1  # repeated augmentation (shuffled epochs): each image this many times, in other crops
     color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - x, 1 + x]
     turbo_decode: bool = True  # pil: JPEGs decoded by libjpeg-turbo through simplejpeg (false: through Pillow)
-    resampler: str = "auto"  # pil: "torch" (uint8 kernel, box rounded to whole pixels) or "pillow"; auto: see below
+    resampler: str = "auto"  # pil: "torch" (uint8 kernel, box rounded to whole pixels), "pillow"; see RESAMPLERS
 
     def __post_init__(self):
         if self.augment not in AUGMENTATIONS:

@@ -121,25 +121,9 @@ def test_monitor_leaves_its_own_sampling_out_of_the_cpu_time():
 
 
 def test_loader_benchmark(tiny_data, tmp_path):
-    path = loader_throughput.main(
-        [
-            "--data",
-            str(tiny_data),
-            "--res",
-            "32",
-            "--batch-size",
-            "8",
-            "--workers",
-            "0",
-            "--warmup",
-            "1",
-            "--steps",
-            "2",
-            "--repeats",
-            "2",
-            *quiet(tmp_path),
-        ]
-    )
+    small = ["--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0"]
+    short = ["--warmup", "1", "--steps", "2", "--repeats", "2", *quiet(tmp_path)]
+    path = loader_throughput.main([*small, *short])
     result = json.loads(path.read_text())
     assert {"cpu", "cores", "gpu", "libraries"} <= set(result["machine"])
     measured = {r["backend"] for r in result["rows"]}
@@ -151,33 +135,8 @@ def test_loader_benchmark(tiny_data, tmp_path):
         assert r["single_core_rate"] > 0 and r["efficiency"] == r["img_per_cpu_s"] / r["single_core_rate"]
         assert r["backend"] != "torchvision" or r["ratio_to_reference"] == r["cpu_ratio_to_reference"] == 1.0
     assert path.with_suffix(".png").stat().st_size > 0 and "| torchvision |" in path.with_suffix(".md").read_text()
-    again = json.loads(
-        loader_throughput.main(
-            [
-                "--data",
-                str(tiny_data),
-                "--res",
-                "32",
-                "--batch-size",
-                "8",
-                "--workers",
-                "0",
-                "--warmup",
-                "1",
-                "--steps",
-                "2",
-                "--repeats",
-                "2",
-                "--backends",
-                "pil",
-                "--splits",
-                "train",
-                "--compare",
-                str(path),
-                *quiet(tmp_path),
-            ]
-        ).read_text()
-    )
+    compared = [*small, "--backends", "pil", "--splits", "train", "--compare", str(path), *short]
+    again = json.loads(loader_throughput.main(compared).read_text())
     assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
 
 
