@@ -49,26 +49,19 @@ def pixels(batches):
     return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
 
 
+def write_raw(data, out) -> None:
+    """The ImageFolder root `data` written by `ffcv write` as raw pixels at full size into `out`."""
+    write_main(
+        ["write", "--data", str(data), "--out", str(out), "--write-mode", "raw", "--max-resolution", "0"]
+        + ["--workers", "1", "--no-progress"]
+    )
+
+
 @pytest.fixture(scope="module")
 def betons(tiny_data, tmp_path_factory):
     """tiny_data written as raw pixels at full size: only cropping and resampling differ from Pillow."""
     out = tmp_path_factory.mktemp("betons")
-    write_main(
-        [
-            "write",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(out),
-            "--write-mode",
-            "raw",
-            "--max-resolution",
-            "0",
-            "--workers",
-            "1",
-            "--no-progress",
-        ]
-    )
+    write_raw(tiny_data, out)
     return out
 
 
@@ -82,22 +75,7 @@ def gradient_data(tmp_path_factory):
         (root / split / "grad").mkdir(parents=True)
         for i in range(64):
             Image.fromarray(image).save(root / split / "grad" / f"{i:03d}.png")
-    write_main(
-        [
-            "write",
-            "--data",
-            str(root),
-            "--out",
-            str(root),
-            "--write-mode",
-            "raw",
-            "--max-resolution",
-            "0",
-            "--workers",
-            "1",
-            "--no-progress",
-        ]
-    )
+    write_raw(root, root)
     return root
 
 
