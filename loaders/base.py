@@ -172,8 +172,15 @@ def normalised(
     scale, shift = normalisation(images.device, dtype)
     if jitter is not None:
         images = color_jittered(images.float(), torch.as_tensor(jitter)).to(dtype)
-    # One pass (addcmul converts uint8 to dtype as it reads), broadcast over NHWC's innermost
-    # dimension, the channel of channels-last memory: half the CPU time of convert, subtract,
-    # multiply over the NCHW view (measured at 128 px, batch 128).
     nhwc = images.permute(0, 2, 3, 1)
-    return torch.addcmul(shift, nhwc, scale).permute(0, 3, 1, 2)
+    if not nhwc.is_contiguous():
+        return torch.addcmul(shift, nhwc, scale).permute(0, 3, 1, 2)
+    # Channels-last memory is rows of W x 3 values: against a scale and shift tiled to a row's
+    # length, the kernel's inner loop runs over whole rows (a broadcast of 3 values makes it
+    # loop in threes), and a conversion, then one fused multiply-add in place, beats addcmul
+    # converting uint8 as it reads. 128 px, batch 128, one core: 6.3 ms against 11.7 ms for
+    # the broadcast addcmul, 25 ms for convert, multiply, add.
+    width = nhwc.shape[2]
+    rows = nhwc.reshape(-1, width * 3).to(dtype)
+    torch.addcmul(shift.repeat(width), rows, scale.repeat(width), out=rows)
+    return rows.view(nhwc.shape).permute(0, 3, 1, 2)

@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from loaders import BACKENDS, create_loader
-from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order, normalised
 from loaders.plan import plan_epoch
 from pipeline.sizes import ConstantSize, LinearRamp
 
@@ -94,6 +94,20 @@ def test_pil_eval_equals_torchvision_resize_centercrop(tiny_data):
     diff = (ours - ref).abs()
     assert diff.max() <= 1 and diff.mean() < 0.01
     assert labels.tolist() == index.labels.tolist()  # every val image once, in order, labelled by folder
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_normalised_is_mean_and_std_in_the_input_layout(channels_last):
+    """Both of normalised's ways (rows of a channels-last batch, broadcast otherwise) give
+    (x - mean) / std, and keep the layout: a trainer gets channels-last from channels-last."""
+    nhwc = torch.randint(0, 256, (3, 5, 7, 3), dtype=torch.uint8)
+    images = nhwc.permute(0, 3, 1, 2) if channels_last else nhwc.permute(0, 3, 1, 2).contiguous()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    out = normalised(images, torch.float32)
+    assert out.shape == (3, 3, 5, 7) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(out, (images.float() - mean) / std)
 
 
 def test_train_flips_and_crops_vary(tiny_data):
