@@ -60,25 +60,35 @@ def decode_crop(
     time). "pillow": Pillow resamples the exact fractional box and reads the pixels just
     outside it as filter support, as a full-image Resize followed by a crop would.
     """
-    x, y, w, h = (float(v) for v in box)
     try:
-        img, f = decoded(path, dct_scale(w, h, res) if reduce else 1, turbo)
-        region = (x * f, y * f, (x + w) * f, (y + h) * f)
-        if resampler == "pillow":
-            crop = as_pillow(img).resize((res, res), Image.BILINEAR, box=region)
-            return np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop)
-        return torch_resized(np.array(img) if isinstance(img, Image.Image) else img, region, res, flip)
+        img, f = decoded(path, dct_scale(float(box[2]), float(box[3]), res) if reduce else 1, turbo)
+        return RESIZERS[resampler](img, scaled_region(box, f), res, flip)
     except ImageTooLarge:  # names the file already
         raise
     except OSError as e:
         raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from e
 
 
-def torch_resized(pixels: np.ndarray, region, res: int, flip: bool = False) -> np.ndarray:
+def scaled_region(box, f: float) -> tuple[float, float, float, float]:
+    """The (x, y, w, h) box in decoded pixels, as (x0, y0, x1, y1), for an image decoded at `f`
+    times its size."""
+    x, y, w, h = (float(v) for v in box)
+    return x * f, y * f, (x + w) * f, (y + h) * f
+
+
+def pillow_resized(img: np.ndarray | Image.Image, region, res: int, flip: bool = False) -> np.ndarray:
+    """(res, res, 3) uint8: the fractional `region` (x0, y0, x1, y1) of the RGB image resampled
+    by Pillow's antialiased bilinear filter, mirrored after resizing if `flip`."""
+    crop = as_pillow(img).resize((res, res), Image.BILINEAR, box=region)
+    return np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop)
+
+
+def torch_resized(img: np.ndarray | Image.Image, region, res: int, flip: bool = False) -> np.ndarray:
     """(res, res, 3) uint8: `region` (x0, y0, x1, y1 in pixels, rounded to the nearest whole
-    pixels, at least one) of the (H, W, 3) uint8 `pixels` resized by torch's antialiased
-    bilinear kernel, which computes Pillow's filter in channels-last uint8 SIMD code; mirrored
-    before resizing if `flip` (the filter is symmetric, so that equals mirroring after)."""
+    pixels, at least one) of the RGB image resized by torch's antialiased bilinear kernel,
+    which computes Pillow's filter in channels-last uint8 SIMD code; mirrored before resizing
+    if `flip` (the filter is symmetric, so that equals mirroring after)."""
+    pixels = np.array(img) if isinstance(img, Image.Image) else img  # writable, as torch wants
     height, width = pixels.shape[:2]
     x0, y0 = (min(round(v), n - 1) for v, n in zip(region[:2], (width, height)))
     x1, y1 = (max(min(round(v), n), v0 + 1) for v, n, v0 in zip(region[2:], (width, height), (x0, y0)))
@@ -88,6 +98,9 @@ def torch_resized(pixels: np.ndarray, region, res: int, flip: bool = False) -> n
     crop = (crop.flip(1) if flip else crop.contiguous())[None].permute(0, 3, 1, 2)
     resized = F.interpolate(crop, size=(res, res), mode="bilinear", antialias=True)
     return resized[0].permute(1, 2, 0).numpy()
+
+
+RESIZERS = {"torch": torch_resized, "pillow": pillow_resized}  # LoaderConfig.resampler, once resolved
 
 
 def decoded(path: str, scale: int, turbo: bool = True) -> tuple[np.ndarray | Image.Image, float]:

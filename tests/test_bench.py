@@ -9,8 +9,9 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
-from bench import loader_throughput, scale, tradeoff, train_throughput
+from bench import loader_throughput, pil_stages, scale, tradeoff, train_throughput
 from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant, settle
 from bench.train_throughput import largest
 from loaders import BACKENDS
@@ -138,6 +139,26 @@ def test_loader_benchmark(tiny_data, tmp_path):
     compared = [*small, "--backends", "pil", "--splits", "train", "--compare", str(path), *short]
     again = json.loads(loader_throughput.main(compared).read_text())
     assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
+
+
+def test_pil_stage_benchmark(data_copy, tmp_path):
+    """Every stage timed in every round, on the JPEGs the loader plans; a file of another format
+    is left out and counted, not timed as a JPEG."""
+    Image.new("RGB", (40, 30)).save(
+        data_copy / "train" / sorted(p.name for p in (data_copy / "train").iterdir())[0] / "x.png"
+    )
+    cells = ["--data", str(data_copy), "--res", "24,32", "--splits", "train,eval", "--repeats", "2"]
+    path = pil_stages.main([*cells, "--images", "1000", *quiet(tmp_path)])
+    result = json.loads(path.read_text())
+    jpegs = sum(1 for _ in (data_copy / "train").glob("*/*.JPEG"))
+    assert result["left_out"] == {"train 24": 1, "eval 24": 1, "train 32": 1, "eval 32": 1}
+    assert len(result["rows"]) == 4 * 8 and {r["stage"] for r in result["rows"]} >= {"decode 1/8", "whole"}
+    for r in result["rows"]:
+        assert r["images"] == jpegs and len(r["ms_per_image"]["values"]) == 2 and r["ms_per_image"]["min"] > 0
+        assert r["resampler"] == ("torch" if r["split"] == "train" else "pillow")
+        assert r["stage"] != "whole" or r["share_of_whole"] == 1.0
+    few = json.loads(pil_stages.main([*cells, "--images", "5", *quiet(tmp_path)]).read_text())
+    assert {r["images"] for r in few["rows"]} == {5}
 
 
 class Recorded:
