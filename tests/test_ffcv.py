@@ -339,6 +339,39 @@ def test_damaged_beton_is_named(betons, tmp_path, damage, message):
         loader(path)
 
 
+def with_image_meta(path, sample, **values) -> None:
+    """Rewrite one sample's stored image record (width, height, mode) in the file, as a damaged
+    or hostile file would have it."""
+    from ffcv.reader import Reader
+    from ffcv.types import FieldDescType, HeaderType
+
+    reader = Reader(str(path))
+    record = reader.metadata.copy()
+    for key, value in values.items():
+        record[f"f{reader.field_names.index('image')}"][key][sample] = value
+    with open(path, "r+b") as f:
+        f.seek(HeaderType.itemsize + reader.num_fields * FieldDescType.itemsize)
+        f.write(record.tobytes())
+
+
+@pytest.mark.parametrize(
+    "claims,message",
+    [
+        ({0: {"width": 65535}, 1: {"height": 65535}}, "sample 0 claims a width of 65535 px and sample 1 a height"),
+        ({3: {"width": 10}}, r"raw sample 3 claims 10 x \d+ px \(x 3 bytes\) but stores \d+ bytes"),
+    ],
+)
+def test_stored_sizes_are_checked_before_ffcv_allocates(betons, tmp_path, claims, message):
+    path = tmp_path / "val.beton"
+    path.write_bytes((betons / "val.beton").read_bytes())
+    path.with_name("val.beton.json").write_bytes((betons / "val.beton.json").read_bytes())
+    loader(path)  # sound as written
+    for sample, values in claims.items():
+        with_image_meta(path, sample, **values)
+    with pytest.raises(BadDataError, match=rf"{path}.*{message}"):
+        loader(path)
+
+
 def test_bad_writer_values_are_named(tiny_data, tmp_path, capsys):
     for flag, value in [("--jpeg-quality", "0"), ("--compress-probability", "2")]:
         with pytest.raises(SystemExit):

@@ -33,10 +33,12 @@ import numpy as np
 from loaders.base import LoaderConfig
 from loaders.cache import cache_dir
 from loaders.ffcv.write import FORMAT, WriterSettings, class_map_path, write_beton
+from loaders.imagefile import MAX_PIXELS
 from loaders.imagefolder import BadDataError, class_folders, scan_image_folder
 
 SUFFIXES = (".beton", ".ffcv")
 IMAGE_TYPE, LABEL_TYPE = 2, 1  # FFCV type ids of RGBImageField and IntField
+RAW_MODE = 1  # RGBImageField's per-image mode: 0 JPEG, 1 raw pixels (ffcv.fields.rgb_image.IMAGE_MODES)
 
 
 @dataclass(frozen=True)
@@ -189,10 +191,38 @@ def checked_layout(path: Path) -> Layout:
         )
     meta = np.fromfile(path, dtype=meta_type, count=n, offset=meta_at)
     table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
-    pointers = meta[f"f{names.index(image)}"]["data_ptr"]
-    if (table["ptr"] + table["size"] > table_at).any() or not np.isin(pointers, table["ptr"]).all():
+    images = meta[f"f{names.index(image)}"]
+    if (table["ptr"] + table["size"] > table_at).any() or not np.isin(images["data_ptr"], table["ptr"]).all():
         raise BadDataError(f"{path} is truncated or damaged: image data points outside the file (write it again)")
+    check_image_sizes(path, images, table)
     return Layout(names, image, label, meta[f"f{names.index(label)}"].astype(np.int64))
+
+
+def check_image_sizes(path: Path, images: np.ndarray, table: np.ndarray) -> None:
+    """Refuse what the stored sizes would make FFCV do before a pixel is read: it gives every
+    slot of a batch a decoding buffer of the file's largest width x largest height (a file
+    claiming one huge image, or one very wide and one very tall, exhausts memory), and reads a
+    raw image as height x width x 3 bytes of its data (fewer: a numba error mid-epoch)."""
+    if not len(images):
+        return
+    widths, heights = images["width"].astype(np.int64), images["height"].astype(np.int64)
+    wide, tall = int(widths.argmax()), int(heights.argmax())
+    if widths[wide] * heights[tall] > MAX_PIXELS:
+        raise BadDataError(
+            f"{path}: sample {wide} claims a width of {widths[wide]} px and sample {tall} a height of "
+            f"{heights[tall]} px; FFCV would allocate {widths[wide] * heights[tall]:,} pixels for every image of a "
+            f"batch, over the limit of {MAX_PIXELS:,} (loaders.imagefile.MAX_PIXELS)"
+        )
+    raw = np.flatnonzero(images["mode"] == RAW_MODE)
+    order = table["ptr"].argsort()
+    stored = table["size"][order[np.searchsorted(table["ptr"], images["data_ptr"][raw], sorter=order)]]
+    wrong = np.flatnonzero(stored != widths[raw] * heights[raw] * 3)
+    if len(wrong):
+        i = int(raw[wrong[0]])
+        raise BadDataError(
+            f"{path} is damaged: raw sample {i} claims {widths[i]} x {heights[i]} px (x 3 bytes) but stores "
+            f"{int(stored[wrong[0]])} bytes ({len(wrong)} such samples; write it again)"
+        )
 
 
 def field_handlers(path: Path, desc: np.ndarray, names: list[str]) -> list:
