@@ -28,6 +28,7 @@ JPEGs that simplejpeg reads only (pil's fast path); other files are left out and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from bench.common import add_output_arguments, parse_ints, spread, style, write_results
-from loaders import create_loader
+from loaders import cached_index, create_loader
 from loaders.base import LoaderConfig, to_model_input
 from loaders.pil import dct_scale, decode_crop, pillow_resized, scaled_region, torch_resized, turbo_decoded
 from pipeline.console import progress_enabled, run_command, say
@@ -79,14 +80,12 @@ def planned_crops(root: str, res: int, split: str, images: int) -> tuple[list[Cr
     """The first `images` JPEG crops of the loader's epoch plan, the number of other files left
     out, and the loader's batch maker (its reduce, turbo and resampler settings)."""
     cfg = LoaderConfig(
-        backend="pil",
-        root=root,
-        policy=ConstantSize(res, 1),  # batches of one: a split smaller than a batch still has a plan
-        augment=SPLITS[split],
-        shuffle=split == "train",
-        workers=0,
+        backend="pil", root=root, policy=ConstantSize(res, 1), augment=SPLITS[split], shuffle=split == "train"
     )
-    loader = create_loader(cfg, progress=False)
+    # Batches no larger than the split (a shuffled plan drops a partial one), and few of them
+    # (planning a million batches of one would take minutes); the index is scanned once.
+    batch = max(1, min(BATCH, images, len(cached_index(cfg, progress=False))))
+    loader = create_loader(dataclasses.replace(cfg, policy=ConstantSize(res, batch), workers=0), progress=False)
     make = loader.batch_maker()
     crops, skipped = [], 0
     for task in loader.sampler.tasks:
