@@ -74,6 +74,7 @@ class Crop:
     box: np.ndarray  # (x, y, w, h) in source pixels
     flip: bool
     scale: int  # the DCT reduction the loader decodes this crop at
+    decoded: tuple[np.ndarray, float]  # the pixels at that scale, and their factor to source pixels
 
 
 def planned_crops(root: str, res: int, split: str, images: int) -> tuple[list[Crop], int, object]:
@@ -92,11 +93,12 @@ def planned_crops(root: str, res: int, split: str, images: int) -> tuple[list[Cr
         for i, box, flip in zip(task.indices, task.boxes, task.flips):
             path = loader.index.paths[i]
             data = Path(path).read_bytes()
-            if turbo_decoded(data, 1, path) is None:
+            scale = dct_scale(float(box[2]), float(box[3]), res) if make.reduce else 1
+            found = turbo_decoded(data, scale, path)
+            if found is None:
                 skipped += 1
                 continue
-            scale = dct_scale(float(box[2]), float(box[3]), res) if make.reduce else 1
-            crops.append(Crop(path, data, box, bool(flip), scale))
+            crops.append(Crop(path, data, box, bool(flip), scale, found))
             if len(crops) == images:
                 return crops, skipped, make
     if not crops:
@@ -106,8 +108,7 @@ def planned_crops(root: str, res: int, split: str, images: int) -> tuple[list[Cr
 
 def stages(crops: list[Crop], res: int, make) -> dict[str, Callable[[], object]]:
     """Each stage: a call that runs it over every crop."""
-    found = [turbo_decoded(c.data, c.scale, c.path) for c in crops]
-    resize_inputs = [(pixels, scaled_region(c.box, f), res, c.flip) for c, (pixels, f) in zip(crops, found)]
+    resize_inputs = [(c.decoded[0], scaled_region(c.box, c.decoded[1]), res, c.flip) for c in crops]
     batches = [
         torch.from_numpy(np.stack([torch_resized(*a) for a in resize_inputs[i : i + BATCH]]))
         for i in range(0, len(crops), BATCH)
