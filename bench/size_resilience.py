@@ -26,11 +26,11 @@ from pathlib import Path
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
 from pipeline.console import run_command
-from pipeline.jobs import run_sweep, run_train, sweep_name
 from pipeline.options import SweepConfig, TrainConfig
 from pipeline.report import markdown_table, save_figure
+from pipeline.session import join_ranks
 from pipeline.sizes import MixSize
-from pipeline.stages import stage_result
+from pipeline.study import swept, trained
 
 
 @dataclass
@@ -69,7 +69,6 @@ def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> TrainCon
         seed=cfg.seed,
         progress=cfg.progress,
         out=str(out),
-        resume=(out / "config.json").exists(),
         **policy,
     )
 
@@ -83,15 +82,14 @@ def mix_config(cfg: StudyConfig, out: Path, epochs: int, mode: str) -> TrainConf
     return train_config(cfg, out, epochs, mix_sizes=cfg.mix_sizes, mix_weights=cfg.mix_weights, mix_mode=mode)
 
 
-def trained(tc: TrainConfig) -> dict:
-    """Train unless already done; returns the run's summary, mean epoch time, optimiser steps
+def training_record(tc: TrainConfig) -> dict:
+    """Train unless already done; returns the run's folder, mean epoch time, optimiser steps
     and images seen (augmented copies included)."""
-    out = Path(tc.out)
-    summary = stage_result(out / "summary.json", lambda: run_train(tc))
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    run = trained(tc)
+    epochs = run["metrics"]
     return {
-        "path": str(out),
-        "train_res": summary["train_res"],
+        "path": tc.out,
+        "train_res": run["train_res"],
         "epochs": len(epochs),
         "steps": sum(m["train_steps"] for m in epochs),
         "images": sum(m["train_images"] for m in epochs),
@@ -100,30 +98,30 @@ def trained(tc: TrainConfig) -> dict:
     }
 
 
-def swept(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
-    sweep = SweepConfig(
-        data=cfg.data,
-        loader=cfg.loader,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        checkpoint=run["path"],
-        test_res=cfg.test_res,
-        recalibrate_bn=recalibrate,
+def top1_by_side(cfg: StudyConfig, run: dict, recalibrate: int) -> dict[int, float]:
+    rows = swept(
+        SweepConfig(
+            data=cfg.data,
+            loader=cfg.loader,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            checkpoint=run["path"],
+            test_res=cfg.test_res,
+            recalibrate_bn=recalibrate,
+        )
     )
-    done = stage_result(
-        Path(run["path"]) / f"{sweep_name(sweep)}.json",
-        lambda: run_sweep(sweep),
-        valid=lambda done: done["config"]["test_res"] == cfg.test_res,
-    )
-    return {r["test_res"]: r["top1"] for r in done["rows"]}
+    return {r["test_res"]: r["top1"] for r in rows}
 
 
 def study(cfg: StudyConfig) -> dict:
+    """Every rank runs the study's jobs (under torchrun); rank 0 alone writes the study's files."""
+    writer = join_ranks("auto").is_main
     root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "study_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if writer:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "study_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     reference = mix_config(cfg, root, cfg.epochs, "B+").size_policy()
     fixed_res = reference.nominal_res(0)
     # the fixed run takes the batch that B+ would use at its side: same cost per step too
@@ -137,16 +135,18 @@ def study(cfg: StudyConfig) -> dict:
     result = {"config": asdict(cfg), "machine": describe_machine(), "fixed_res": fixed_res, "runs": {}, "curves": {}}
     done = {}
     for name in [*list(plans)[1:], list(plans)[0]]:  # MixSize runs first, the fixed reference last
-        done[name] = trained(plans[name])
+        done[name] = training_record(plans[name])
         result["runs"] = {n: done[n] for n in plans if n in done}  # table order: fixed first
         result["curves"] = {
-            f"{n}{suffix}": swept(cfg, done[n], bn)
+            f"{n}{suffix}": top1_by_side(cfg, done[n], bn)
             for n in result["runs"]
             for suffix, bn in (("", 0), (" + BN recal.", cfg.recalibrate_bn))
         }
         result["table"] = table(cfg, result["runs"], result["curves"])
-        write_results(root, result)
-    print(result["table"])
+        if writer:
+            write_results(root, result)
+    if writer:
+        print(result["table"])
     return result
 
 

@@ -25,10 +25,12 @@ import torch
 
 from bench.common import ProcessTreeMonitor, add_output_arguments, parse_ints, style, write_results
 from pipeline.console import progress_enabled, run_command, say
+from pipeline.distributed import DistContext, on_main
 from pipeline.fixres import recommended_test_res
 from pipeline.jobs import run_finetune, run_sweep, run_train
 from pipeline.options import FinetuneConfig, SweepConfig, TrainConfig
-from pipeline.stages import stage_result
+from pipeline.session import join_ranks
+from pipeline.study import stage_result
 
 
 @dataclass(frozen=True)
@@ -102,22 +104,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def measured_stage(path: Path, job) -> dict:
-    """Run `job` (a job writing `path`) unless it finished before; its training time (from
-    its summary), wall time and peak memory, kept beside it for later runs."""
-    return stage_result(path / "bench_stage.json", lambda: measure(path, job))
+def measured_stage(path: Path, job, dist: DistContext) -> dict:
+    """Run `job` (a job writing `path`, on every rank) unless it finished before; its training
+    time (from its summary), wall time and peak memory (rank 0's), kept beside it for later runs."""
+    return stage_result(path / "bench_stage.json", lambda: measure(path, job, dist), dist)
 
 
-def measure(path: Path, job) -> None:
+def measure(path: Path, job, dist: DistContext) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     with ProcessTreeMonitor(interval=1.0) as monitor:
         job()
     stage = {"wall_seconds": time.perf_counter() - start, "peak_mem_mb": peak_mb(monitor)}
+    on_main(lambda: write_stage(path, stage), dist)
+
+
+def write_stage(path: Path, stage: dict) -> None:
     summary = path / "summary.json"
     if summary.exists():
-        stage["train_seconds"] = json.loads(summary.read_text())["train_seconds"]
+        stage = {**stage, "train_seconds": json.loads(summary.read_text())["train_seconds"]}
     path.mkdir(parents=True, exist_ok=True)
     (path / "bench_stage.json").write_text(json.dumps(stage, indent=2) + "\n")
 
@@ -129,13 +135,13 @@ def peak_mb(monitor: ProcessTreeMonitor) -> float:
     return monitor.result()["peak_mem_mb"]
 
 
-def sweep(checkpoint: Path, res: int, common: dict) -> tuple[dict, dict]:
+def sweep(checkpoint: Path, res: int, common: dict, dist: DistContext) -> tuple[dict, dict]:
     """(top-1 etc. at `res`, stage record) for one checkpoint, via train.py's sweep job."""
     out = checkpoint / f"sweep-{res}"
     stage = measured_stage(
-        out, lambda: run_sweep(SweepConfig(**common, checkpoint=str(checkpoint), test_res=str(res), out=str(out)))
+        out, lambda: run_sweep(SweepConfig(**common, checkpoint=str(checkpoint), test_res=str(res), out=str(out))), dist
     )
-    return json.loads((out / "sweep.json").read_text())["rows"][0], stage
+    return on_main(lambda: json.loads((out / "sweep.json").read_text())["rows"][0], dist), stage
 
 
 def run(args) -> list[dict]:
@@ -150,9 +156,11 @@ def run(args) -> list[dict]:
         amp=args.amp,
         progress=progress,
     )
+    dist = join_ranks(args.device)
     rows = []
     for k_train in args.train_res:
-        say(f"== train at {k_train} ({args.model}, {args.epochs} epochs)")
+        if dist.is_main:
+            say(f"== train at {k_train} ({args.model}, {args.epochs} epochs)")
         t_dir = runs / f"train-{k_train}"
         trained = measured_stage(
             t_dir,
@@ -161,6 +169,7 @@ def run(args) -> list[dict]:
                     **common, model=args.model, train_res=k_train, epochs=args.epochs, lr=args.lr, out=str(t_dir)
                 )
             ),
+            dist,
         )
         tuned, ft_dir, k_ft = None, None, recommended_test_res(k_train)
         if args.finetune_epochs:
@@ -177,9 +186,10 @@ def run(args) -> list[dict]:
                         out=str(ft_dir),
                     )
                 ),
+                dist,
             )
         for k_test in args.test_res:
-            before, eval_stage = sweep(t_dir, k_test, common)
+            before, eval_stage = sweep(t_dir, k_test, common, dist)
             row = {
                 "train_res": k_train,
                 "test_res": k_test,
@@ -190,7 +200,7 @@ def run(args) -> list[dict]:
                 "eval_img_per_s": before["img_per_s"],
             }
             if tuned:
-                after, _ = sweep(ft_dir, k_test, common)
+                after, _ = sweep(ft_dir, k_test, common, dist)
                 row.update(
                     finetune_res=k_ft,
                     top1_finetuned=after["top1"],
@@ -251,6 +261,8 @@ def plot(rows: list[dict], title: str):
 def main(argv=None):
     args = parse_args(argv)
     rows = run(args)
+    if not join_ranks(args.device).is_main:  # every rank trained; rank 0 reports
+        return rows
     front = {label for _, _, label in pareto(options(rows))}
     headers = [
         "K_train",

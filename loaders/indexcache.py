@@ -34,6 +34,7 @@ from loaders.cache import cache_dir
 from loaders.imagefolder import BadDataError, ImageIndex, PathList, class_folders, scan_image_folder
 
 FORMAT = 2  # bump when the stored arrays change meaning
+JOB_ENV = "LOWRES_JOB"
 RESCAN_ENV = "LOWRES_RESCAN"
 
 
@@ -115,8 +116,11 @@ def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
 
 
 def job_id() -> str:
-    """The torchrun job this process belongs to ("" outside torchrun): its ranks share one rescan."""
-    return os.environ.get("TORCHELASTIC_RUN_ID", "")
+    """The torchrun job this process belongs to ("" when unknown): its ranks share one rescan.
+    The jobs set JOB_ENV to a name rank 0 draws; without it, torchrun's run id, except the
+    "none" that plain `torchrun` (no --rdzv-id) gives every job and so tells no two apart."""
+    run_id = os.environ.get(JOB_ENV) or os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return "" if run_id == "none" else run_id
 
 
 def say(msg: str, loud: bool) -> None:

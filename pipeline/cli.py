@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.config import add_arguments, from_args
-from pipeline.jobs import run_activations, run_finetune, run_fixres, run_recalibrate, run_sweep, run_train
+from pipeline.jobs import run_activations, run_finetune, run_recalibrate, run_sweep, run_train
 from pipeline.options import (
     ActivationsConfig,
     FinetuneConfig,
@@ -27,6 +27,7 @@ from pipeline.options import (
     SweepConfig,
     TrainConfig,
 )
+from pipeline.study import run_fixres
 
 JOBS = {
     "train": (TrainConfig, run_train, "train from scratch at K_train (RandomResizedCrop)"),

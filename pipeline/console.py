@@ -30,10 +30,21 @@ def run_command(main: Callable[[list[str]], object], argv: list[str] | None = No
     the arguments, or LOWRES_DEBUG=1, it raises as it is, with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    from pipeline.distributed import failure_elsewhere, leave_process_group, report_failure
+
     try:
         main([a for a in argv if a != DEBUG_FLAG])
     except READABLE_ERRORS as e:
+        report_failure(str(e))
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except RuntimeError:  # under torchrun: a collective broke because another rank failed first?
+        cause = failure_elsewhere()
+        if cause is None or debug:
+            raise
+        print(f"error: {cause}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    finally:
+        leave_process_group()

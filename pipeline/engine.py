@@ -90,8 +90,10 @@ def train_epoch(
             bar.set_postfix(loss=f"{sums[0].item() / sum(sizes.values()):.3f}", lr=f"{lr:.3g}", res=images.shape[-1])
     bar.close()
     seconds = time.perf_counter() - start
-    count = torch.tensor([float(sum(sizes.values()))], device=device, dtype=torch.float64)
-    loss_sum, correct, count = all_sum(torch.cat([sums, count]), dist).tolist()
+    sides = sorted(sizes)  # every rank trains the same sides (the plan is drawn from seed and epoch)
+    counts = torch.tensor([float(sizes[k]) for k in sides], device=device, dtype=torch.float64)
+    loss_sum, correct, *counts = all_sum(torch.cat([sums, counts]), dist).tolist()
+    count = sum(counts)
     return {
         "train_loss": loss_sum / max(count, 1),
         "train_acc": 100 * correct / max(count, 1),
@@ -99,7 +101,7 @@ def train_epoch(
         "train_steps": steps,
         "train_seconds": seconds,
         "train_img_per_s": count / seconds if seconds else 0.0,
-        "sizes": {str(k): v for k, v in sorted(sizes.items())},
+        "sizes": {str(k): int(n) for k, n in zip(sides, counts)},  # images per side, all ranks
     }
 
 

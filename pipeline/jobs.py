@@ -1,7 +1,10 @@
-"""The jobs: train, finetune, sweep, recalibrate, and fixres (all of them, with one report).
+"""The jobs: train, finetune, sweep, recalibrate, activations (fixres, which runs several of
+them, is in pipeline/study.py).
 
 Each takes its configuration (pipeline/options.py), writes its own run folder and returns
 what a caller needs (the folder, or the sweep's rows); pipeline/cli.py maps commands to them.
+Every rank runs a job alike; rank 0 alone writes (pipeline/runs.py) and reads what it wrote
+(pipeline/distributed.py `on_main`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 from pipeline.activations import activation_stats, pooled_features
 from pipeline.bn import recalibrate_bn
 from pipeline.console import say
+from pipeline.distributed import on_main, rank_share
 from pipeline.engine import evaluate, fit
 from pipeline.finetune import FINETUNE_AUGMENTATIONS, finetune_parameters
 from pipeline.fixres import apparent_size_ratio, recommended_test_res
@@ -27,7 +31,6 @@ from pipeline.options import (
     ActivationsConfig,
     CommonConfig,
     FinetuneConfig,
-    FixResConfig,
     FromCheckpoint,
     RecalibrateConfig,
     SweepConfig,
@@ -35,22 +38,21 @@ from pipeline.options import (
     parse_resolutions,
 )
 from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
-from pipeline.report import activations_table, fixres_report, plot_activation_cdfs, sweep_table
+from pipeline.report import activations_table, plot_activation_cdfs, sweep_table
 from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
 from pipeline.session import (
     Session,
     announce,
+    join_ranks,
     make_loader,
     model_from_checkpoint,
     prepare_model,
     resume_or_start,
-    run_folder,
     source_checkpoint,
     source_folder,
     start_session,
 )
 from pipeline.sizes import ConstantSize
-from pipeline.stages import stage_result
 
 
 def run_train(cfg: TrainConfig) -> Path:
@@ -137,7 +139,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
 def one_test_res(cfg: FromCheckpoint) -> tuple[int, int]:
     """(K_train of the model, the test side of a one-side job: --test-res, auto being the
     apparent-size rule's K_test)."""
-    train_res = load_checkpoint(cfg.checkpoint)["train_res"] if cfg.checkpoint else cfg.train_res
+    if cfg.checkpoint:
+        train_res = on_main(lambda: load_checkpoint(cfg.checkpoint)["train_res"], join_ranks(cfg.device))
+    else:
+        train_res = cfg.train_res
     if cfg.test_res == "auto":
         return train_res, recommended_test_res(train_res)
     return train_res, parse_resolutions(cfg.test_res, train_res)[0]
@@ -209,8 +214,8 @@ def train_sample(cfg: CommonConfig, s: Session, res: int, classes: list[str]):
 
 
 def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, batches: int, classes: list[str]) -> int:
-    """Re-estimate `model`'s BN statistics at side `res` from `batches` training batches."""
-    seen = recalibrate_bn(model, train_sample(cfg, s, res, classes), batches, s.precision, s.dist)
+    """Re-estimate `model`'s BN statistics at side `res` from `batches` training batches in all."""
+    seen = recalibrate_bn(model, train_sample(cfg, s, res, classes), rank_share(batches, s.dist), s.precision, s.dist)
     if s.dist.is_main:
         say(f"BN statistics re-estimated at {res} px from {seen} images per process")
     return seen
@@ -218,8 +223,9 @@ def recalibrate_at(model: nn.Module, cfg: CommonConfig, s: Session, res: int, ba
 
 def fitted_law(model: nn.Module, cfg: SweepConfig, s: Session, res: int, classes: list[str]) -> Frechet:
     """The Fréchet law of `model`'s pooled activations at side `res` (FixRes appendix A),
-    fitted on `cfg.parametric` training batches."""
-    values = pooled_features(model, train_sample(cfg, s, res, classes), s.precision, s.dist, cfg.parametric)
+    fitted on `cfg.parametric` training batches in all: the images one process would fit on."""
+    sample = train_sample(cfg, s, res, classes)
+    values = pooled_features(model, sample, s.precision, s.dist, rank_share(cfg.parametric, s.dist))
     law = fit_frechet(values)
     if s.dist.is_main:
         say(
@@ -240,14 +246,16 @@ def run_activations(cfg: ActivationsConfig) -> list[dict]:
         say(f"== activations {cfg.source}\n{json.dumps(asdict(cfg), indent=2)}")
     sides = parse_resolutions(cfg.test_res, state["train_res"])
     rows = []
-    models = [(cfg.source, state)] + ([(cfg.compare, load_checkpoint(cfg.compare))] if cfg.compare else [])
+    compared = [(cfg.compare, on_main(lambda: load_checkpoint(cfg.compare), s.dist))] if cfg.compare else []
+    models = [(cfg.source, state), *compared]
     for path, checkpoint in models:
         model = model_from_checkpoint(checkpoint, s)
         for res in sides:
             loader = make_loader(
                 cfg, s, "val", ConstantSize(res, cfg.batch_size), "center", False, checkpoint["classes"]
             )
-            stats = activation_stats(pooled_features(model, loader, s.precision, s.dist, cfg.batches))
+            features = pooled_features(model, loader, s.precision, s.dist, rank_share(cfg.batches, s.dist))
+            stats = activation_stats(features)
             rows.append({"checkpoint": str(path), "train_res": checkpoint["train_res"], "test_res": res, **stats})
     table = activations_table(rows)
     if s.dist.is_main:
@@ -262,8 +270,8 @@ def run_recalibrate(cfg: RecalibrateConfig) -> Path:
     """Re-estimate BN statistics at one test side and save the result as a new checkpoint."""
     _, res = one_test_res(cfg)
     path = Path(cfg.out or f"{source_folder(cfg)}-bn{res}")
-    claim_run_folder(path, resume=False)
     s = start_session(cfg)
+    on_main(lambda: claim_run_folder(path, resume=False), s.dist)
     run = RunDir(path, s.dist.is_main)
     announce("recalibrate", cfg, run, s)
     state = source_checkpoint(cfg, s)
@@ -280,71 +288,3 @@ def run_recalibrate(cfg: RecalibrateConfig) -> Path:
     )
     run.write_json("summary.json", {"job": "recalibrate", "test_res": res, "images": seen, "source": str(cfg.source)})
     return path
-
-
-def run_fixres(cfg: FixResConfig) -> dict:
-    """Train at K_train, sweep (plain, and with the parametric adaptation), fine-tune at
-    K_test, sweep again, report. Each finished stage is kept, so running the same command
-    again after an interruption goes on where it stopped."""
-    root = run_folder(cfg, "fixres")
-    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonConfig)}
-    t_train = stage_result(
-        root / "train" / "summary.json",
-        lambda: run_train(
-            TrainConfig(
-                **{
-                    **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)},
-                    "out": str(root / "train"),
-                    "resume": (root / "train" / "config.json").exists(),
-                }
-            )
-        ),
-    )["train_seconds"]
-    sweep_res = ",".join(map(str, parse_resolutions(cfg.sweep_res, cfg.train_res)))
-    before = sweep_once(root / "train", sweep_res, common)
-    parametric = sweep_once(root / "train", sweep_res, common, cfg.parametric) if cfg.parametric else None
-    ft_res = pick_finetune_res(cfg, before)
-    ft_dir = root / f"finetune-{ft_res}"
-    t_ft = stage_result(
-        ft_dir / "summary.json",
-        lambda: run_finetune(
-            FinetuneConfig(
-                **{
-                    **common,
-                    "out": str(ft_dir),
-                    "checkpoint": str(root / "train"),
-                    "test_res": str(ft_res),
-                    "epochs": cfg.finetune_epochs,
-                    "lr": cfg.finetune_lr,
-                    "augment": cfg.finetune_augment,
-                    "resume": (ft_dir / "config.json").exists(),
-                }
-            )
-        ),
-    )["train_seconds"]
-    after = sweep_once(ft_dir, sweep_res, common)
-    report = fixres_report(root, cfg.train_res, ft_res, before, after, t_train, t_ft, parametric)
-    say(report["table"])
-    return report
-
-
-def sweep_once(path: Path, test_res: str, common: dict, parametric: int = 0) -> list[dict]:
-    """The sweep of the checkpoint in `path` over `test_res` (with the parametric adaptation
-    fitted on `parametric` batches if positive), unless it was swept so before."""
-    cfg = SweepConfig(
-        **{**common, "out": str(path), "checkpoint": str(path), "test_res": test_res, "parametric": parametric}
-    )
-    return stage_result(
-        path / f"{sweep_name(cfg)}.json",
-        lambda: run_sweep(cfg),
-        valid=lambda done: done["config"]["test_res"] == test_res,
-    )["rows"]
-
-
-def pick_finetune_res(cfg: FixResConfig, sweep: list[dict]) -> int:
-    if cfg.finetune_res == "auto":
-        return recommended_test_res(cfg.train_res)
-    if cfg.finetune_res == "best":
-        above = [r for r in sweep if r["test_res"] >= cfg.train_res] or sweep
-        return max(above, key=lambda r: r["top1"])["test_res"]
-    return parse_resolutions(cfg.finetune_res, cfg.train_res)[0]

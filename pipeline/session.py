@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from torch import nn
 
 from loaders import create_loader
 from loaders.base import LoaderConfig
+from loaders.indexcache import JOB_ENV
 from loaders.sources import class_names, split_root
 from pipeline.console import progress_enabled, say
-from pipeline.distributed import DistContext, init_from_env
+from pipeline.distributed import DistContext, from_main, init_from_env, on_main
 from pipeline.models import compile_model, create_model, load_weights
 from pipeline.options import CommonConfig, FromCheckpoint
 from pipeline.precision import Precision, resolve_device, resolve_precision
@@ -36,9 +39,19 @@ class Session:
         return self.precision.device
 
 
+def join_ranks(device: str) -> DistContext:
+    """This process's place among the ranks torchrun started (joining their group once): the
+    first thing a job does, so that it can share rank 0's decisions from then on. The ranks
+    also agree on a job name, with which they share one index rescan (loaders/indexcache.py)."""
+    dist = init_from_env(resolve_device(device).type)
+    if dist.enabled and JOB_ENV not in os.environ:
+        os.environ[JOB_ENV] = from_main(uuid.uuid4().hex, dist)
+    return dist
+
+
 def start_session(cfg: CommonConfig) -> Session:
     device = resolve_device(cfg.device)
-    dist = init_from_env(device.type)
+    dist = join_ranks(cfg.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
@@ -109,7 +122,11 @@ def source_checkpoint(cfg: FromCheckpoint, s: Session) -> dict:
     user brings (--model, --weights, --train-res) with the classes of the data (the validation
     split's class folders, as torchvision's ImageNet weights expect them)."""
     if cfg.checkpoint:
-        return load_checkpoint(cfg.checkpoint)
+        return on_main(lambda: load_checkpoint(cfg.checkpoint), s.dist)
+    return on_main(lambda: checkpoint_of_weights(cfg, s), s.dist)
+
+
+def checkpoint_of_weights(cfg: FromCheckpoint, s: Session) -> dict:
     probe = make_loader(dataclasses.replace(cfg, workers=0), s, "val", ConstantSize(cfg.train_res, 1), "center", False)
     model = create_model(cfg.model, len(probe.classes))
     load_weights(model, cfg.weights)
@@ -139,7 +156,10 @@ def checkpoint_folder(checkpoint: str) -> Path:
 
 
 def run_folder(cfg: CommonConfig, job: str) -> Path:
-    return Path(cfg.out or f"runs/{job}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """--out, or runs/<job>-<time> as rank 0's clock reads it (ranks may start a second apart)."""
+    if cfg.out:
+        return Path(cfg.out)
+    return Path(from_main(f"runs/{job}-{time.strftime('%Y%m%d-%H%M%S')}", join_ranks(cfg.device)))
 
 
 def announce(job: str, cfg, run: RunDir, s: Session) -> None:
@@ -162,11 +182,12 @@ def resume_or_start(cfg, job: str):
     """(config, run folder, checkpoint or None). A resumed run reloads its saved config, so
     it continues exactly the run that was interrupted (from scratch if it was stopped
     before its first checkpoint)."""
+    dist = join_ranks(cfg.device)
     path = run_folder(cfg, job)
-    claim_run_folder(path, cfg.resume)
+    on_main(lambda: claim_run_folder(path, cfg.resume), dist)
     if not cfg.resume:
         return cfg, path, None
-    saved = json.loads((path / "config.json").read_text())
+    saved, state = on_main(lambda: saved_run(path), dist)
     fields = {f.name for f in dataclasses.fields(cfg)}
     cfg = type(cfg)(
         **{
@@ -176,4 +197,10 @@ def resume_or_start(cfg, job: str):
             "out": str(path),
         }
     )
-    return cfg, path, load_checkpoint(path) if (path / CHECKPOINT).exists() else None
+    return cfg, path, state
+
+
+def saved_run(path: Path) -> tuple[dict, dict | None]:
+    """The configuration and, once it has one, the checkpoint of the run in `path`."""
+    saved = json.loads((path / "config.json").read_text())
+    return saved, load_checkpoint(path) if (path / CHECKPOINT).exists() else None
