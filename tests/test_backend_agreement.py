@@ -11,10 +11,8 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from loaders import create_loader
-from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
+from bench import backend_agreement as agreement
 from loaders.orientation import ORIENTATIONS
-from pipeline.sizes import ConstantSize
 from tests.jpeg_variants import write_variants
 
 RES = 48
@@ -57,22 +55,9 @@ def variants(tmp_path_factory):
 
 
 def crops(root, backend: str, augment: str, orientation: str, **kw) -> dict[str, torch.Tensor]:
-    """Variant name -> (3, RES, RES) float crop in grey levels, from one batch of every image."""
-    classes = sorted(p.name for p in root.iterdir())
-    cfg = LoaderConfig(
-        backend=backend,
-        root=str(root),
-        policy=ConstantSize(RES, len(classes)),
-        augment=augment,
-        shuffle=False,
-        workers=0,
-        orientation=orientation,
-        **kw,
-    )
-    loader = create_loader(cfg, progress=False)
-    (x, y), *_ = list(loader)
-    grey = x * torch.tensor(IMAGENET_STD)[:, None, None] * 255 + torch.tensor(IMAGENET_MEAN)[:, None, None] * 255
-    return {loader.classes[int(label)]: image for image, label in zip(grey, y)}
+    """Variant name (its class folder) -> (3, RES, RES) crop in grey levels."""
+    found = agreement.crops(root, backend, augment, orientation, RES, **kw)
+    return {name.split("/")[0]: crop for name, crop in found.items()}
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
