@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml constraints.txt | system-deps
 	touch $@
 
 system-deps:
+	@command -v cjpeg >/dev/null || { echo "installing cjpeg (libjpeg-turbo-progs: the tests' arithmetic-coded JPEG)"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends libjpeg-turbo-progs; }
 	@if echo "$(EXTRAS)" | grep -q ffcv && ! pkg-config --exists libturbojpeg opencv4 2>/dev/null; then \
 		echo "installing FFCV's build prerequisites: $(FFCV_APT)"; \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(FFCV_APT); \

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from loaders.orientation import ORIENTATIONS
 from pipeline.jitter import color_jittered, jitter_factors
 from pipeline.sizes import SizePolicy, Step
 from pipeline.transforms import CenterCropSpec, RandomResizedCropSpec
@@ -73,6 +74,7 @@ class LoaderConfig:
     repeats: int = 1  # repeated augmentation (shuffled epochs): each image this many times, in other crops
     color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - x, 1 + x]
     turbo_decode: bool = True  # pil: JPEGs decoded by libjpeg-turbo through simplejpeg (false: through Pillow)
+    orientation: str = "stored"  # EXIF orientation: "stored" or "apply" (loaders/orientation.py), every backend
     resampler: str = "auto"  # pil: "torch" (uint8 kernel, box rounded to whole pixels), "pillow"; see RESAMPLERS
 
     def __post_init__(self):
@@ -80,6 +82,8 @@ class LoaderConfig:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.resampler not in RESAMPLERS:
             raise ValueError(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
+        if self.orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:

@@ -49,6 +49,7 @@ from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, normalised
 from loaders.imagefile import too_large
 from loaders.imagefolder import BadDataError, ImageIndex, check_image
 from loaders.indexcache import RESCAN_ENV
+from loaders.orientation import turned_crops
 from loaders.plan import BatchTask, decode_regions, plan_epoch
 
 PREFETCH = 2  # batches DALI prepares while the trainer consumes one
@@ -104,7 +105,7 @@ class BatchFeed:
             yx(regions, [2, 3]),
             yx(roi, [0, 1]),
             yx(roi, [2, 3]),
-            task.flips.astype(np.int32),
+            task.own_flips().astype(np.int32),
             size,
         )
 
@@ -132,7 +133,7 @@ def build_pipeline(feed: BatchFeed, device_id: int | None, threads: int, max_bat
             device=decoder,
             output_type=types.RGB,
             adjust_orientation=False,
-        )  # boxes use the stored orientation
+        )  # boxes are in the stored frame; crops are turned per the EXIF tag afterwards (loaders/orientation.py)
         # Linear + antialias is Pillow's BILINEAR: a triangle filter widened when shrinking.
         images = fn.resize(
             images, size=size, roi_start=roi_start, roi_end=roi_end, interp_type=types.INTERP_LINEAR, antialias=True
@@ -232,6 +233,7 @@ class DaliLoader:
             if changed := changed_since_scan(np.asarray(shapes.as_tensor()), tasks[k].indices, self.index):
                 raise changed
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
+            images = turned_crops(images, tasks[k].orientations, tasks[k].flips)
             if self.cfg.color_jitter:
                 images = normalised(images, self.cfg.dtype, tasks[k].jitter)
             yield images.to(self.cfg.dtype), labels

@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from loaders.orientation import TAG, TURNS, exif_orientation
+
 MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS (~ 1024 x 1024 x 1024 // 4 // 3); ours, stated
 HEAD_BYTES = 16384  # one read holds the header of most JPEGs (EXIF and ICC segments can be longer)
 TAIL_BYTES = 1024  # the end-of-image marker is looked for here first, then further back
@@ -27,6 +29,7 @@ JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 SOS = 0xDA
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC are not frames
+APP1, EXIF = 0xE1, b"Exif\x00\x00"  # the EXIF segment and its payload's first bytes
 STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # components -> the mode Pillow reports
 
@@ -46,6 +49,8 @@ class Header:
     height: int
     mode: str  # Pillow's mode: RGB, L, CMYK, P, ...
     data_start: int = 0  # JPEG: where the first scan's entropy-coded data begins
+    orientation: int = 1  # the EXIF orientation tag (1-8; 1 where absent), loaders/orientation.py
+    orientation_at: int = -1  # JPEG: the file offset of the tag's value (-1: none)
 
 
 def too_large(width: int, height: int) -> str | None:
@@ -66,7 +71,7 @@ def check_size(path: str, width: int, height: int) -> None:
 def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
     """The frame header of a JPEG given `read(offset, count)`, or None where the marker
     segments cannot be followed up to the first scan (Pillow then says what is wrong)."""
-    pos, frame = 2, None
+    pos, frame, orientation = 2, None, None
     while True:
         seg = read(pos, 10)
         if len(seg) < 2 or seg[0] != 0xFF:
@@ -85,11 +90,15 @@ def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
             if len(seg) < 10:
                 return None
             frame = (seg[7] << 8 | seg[8], seg[5] << 8 | seg[6], seg[9])  # width, height, components
+        elif marker == APP1 and orientation is None and read(pos + 4, 6) == EXIF:  # the first one counts, as for Pillow
+            code, at = exif_orientation(read(pos + 4, length - 2))
+            orientation = code, pos + 4 + at if at >= 0 else -1
         elif marker == SOS:
             if frame is None or 0 in frame[:2]:  # height 0 (set by a later DNL marker): let Pillow judge
                 return None
             width, height, components = frame
-            return Header("JPEG", width, height, JPEG_MODES.get(components, f"{components}-channel"), pos + 2 + length)
+            mode = JPEG_MODES.get(components, f"{components}-channel")
+            return Header("JPEG", width, height, mode, pos + 2 + length, *(orientation or (1, -1)))
         elif marker == 0xD9 or length < 2:
             return None
         pos += 2 + length
@@ -125,7 +134,8 @@ def pillow_header(f: BinaryIO, path: str) -> Header:
     """Format, size and mode as Pillow reads them (no pixels decoded; raises OSError if unreadable)."""
     with open_image(f, path) as img:
         fmt = "JPEG" if img.format == "MPO" else img.format  # MPO: several JPEGs in one file
-        return Header(fmt, img.width, img.height, img.mode)
+        code = img.getexif().get(TAG, 1)
+        return Header(fmt, img.width, img.height, img.mode, orientation=code if code in TURNS else 1)
 
 
 @contextmanager

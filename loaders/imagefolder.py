@@ -80,7 +80,8 @@ class ImageIndex:
     classes: list[str]
     paths: PathList
     labels: np.ndarray  # (N,) int64
-    sizes: np.ndarray  # (N, 2) int32: width, height
+    sizes: np.ndarray  # (N, 2) int32: width, height as stored (the EXIF orientation not applied)
+    orientations: np.ndarray | None = None  # (N,) uint8 EXIF orientation tags (1: none); None: all 1
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths left out
     notes: Counter = field(default_factory=Counter)  # handled oddities: CMYK, grayscale, PNG in .JPEG
 
@@ -100,27 +101,27 @@ class ImageIndex:
 
 def check_image(
     path: str, full: bool, formats: frozenset[str] | None = None
-) -> tuple[str | None, int, int, str | None]:
-    """(problem or None, width, height, note or None) for one file. `formats`: the Pillow format
-    names the backend decodes (None: whatever Pillow opens)."""
+) -> tuple[str | None, int, int, str | None, int]:
+    """(problem or None, width, height, note or None, EXIF orientation) for one file. `formats`:
+    the Pillow format names the backend decodes (None: whatever Pillow opens)."""
     try:
         header = checked_header(path, full, formats)
     except ImageTooLarge as e:
-        return e.why, 0, 0, None
+        return e.why, 0, 0, None, 1
     except FileNotFoundError as e:
         if os.path.islink(path):
-            return f"broken symbolic link (to {os.readlink(path)})", 0, 0, None
-        return f"unreadable image ({e})", 0, 0, None
+            return f"broken symbolic link (to {os.readlink(path)})", 0, 0, None, 1
+        return f"unreadable image ({e})", 0, 0, None, 1
     except OSError as e:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
-        return f"unreadable image ({e})", 0, 0, None
+        return f"unreadable image ({e})", 0, 0, None, 1
     if isinstance(header, str):
-        return header, 0, 0, None
+        return header, 0, 0, None, 1
     note = None
     if (header.format == "JPEG") != path.lower().endswith((".jpg", ".jpeg")):
         note = f"{header.format} files named {Path(path).suffix}"  # decoded by content, not by name
     elif header.mode != "RGB":
         note = f"{header.mode} images converted to RGB"
-    return None, header.width, header.height, note
+    return None, header.width, header.height, note, header.orientation
 
 
 def checked_header(path: str, full: bool, formats: frozenset[str] | None) -> Header | str:
@@ -208,7 +209,7 @@ def scan_image_folder(
     notes: Counter = Counter()
     bad: list[tuple[str, str]] = []
     keep = []
-    for i, (problem, _, _, note) in enumerate(results):
+    for i, (problem, _, _, note, _) in enumerate(results):
         if problem:
             bad.append((candidates[i], problem))
         else:
@@ -233,6 +234,7 @@ def scan_image_folder(
         paths=PathList.of(str(root), [candidates[i][start:] for i in keep]),
         labels=np.asarray([candidate_labels[i] for i in keep], dtype=np.int64),
         sizes=np.asarray([results[i][1:3] for i in keep], dtype=np.int32).reshape(-1, 2),
+        orientations=np.asarray([results[i][4] for i in keep], dtype=np.uint8),
         skipped=skipped,
         notes=notes,
     )

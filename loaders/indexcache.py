@@ -33,7 +33,7 @@ import numpy as np
 from loaders.cache import cache_dir
 from loaders.imagefolder import BadDataError, ImageIndex, PathList, class_folders, scan_image_folder
 
-FORMAT = 2  # bump when the stored arrays change meaning
+FORMAT = 3  # bump when the stored arrays change meaning
 JOB_ENV = "LOWRES_JOB"
 RESCAN_ENV = "LOWRES_RESCAN"
 
@@ -90,6 +90,7 @@ def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
             offsets=index.paths.offsets,
             labels=index.labels,
             sizes=index.sizes,
+            orientations=index.orientations if index.orientations is not None else np.ones(len(index), np.uint8),
             signature=signature,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         )
@@ -109,6 +110,7 @@ def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
             paths=PathList(root, z["names"], z["offsets"]),
             labels=z["labels"],
             sizes=z["sizes"],
+            orientations=z["orientations"],
             skipped=meta["skipped"],
             notes=Counter(meta["notes"]),
         )

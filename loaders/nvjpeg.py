@@ -30,8 +30,9 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
 from loaders.base import LoaderConfig, to_model_input
-from loaders.imagefile import encoded_header
+from loaders.imagefile import encoded_header, jpeg_header
 from loaders.imagefolder import ImageIndex
+from loaders.orientation import reset_orientation, turned_crops
 from loaders.pil import PilLoader
 from loaders.plan import BatchTask, decode_regions
 
@@ -86,29 +87,54 @@ def decode_any(data: torch.Tensor, codec: str) -> torch.Tensor:
 def decode_batch(
     data: list[torch.Tensor], paths: list[str], device: torch.device, codec: str = "torchvision"
 ) -> list[torch.Tensor]:
-    """Each encoded file as a (3, H, W) uint8 RGB tensor on `device`: the JPEGs in one
-    batched call (nvJPEG on CUDA), other formats (a PNG named .JPEG) on the CPU."""
-    is_jpeg = [tuple(d[:2].tolist()) == JPEG_SOI for d in data]
-    jpegs = [d for d, j in zip(data, is_jpeg) if j]
+    """Each encoded file as a (3, H, W) uint8 RGB tensor on `device`: the JPEGs in one batched
+    call (nvJPEG on CUDA), other formats (a PNG named .JPEG) and, on CUDA, JPEGs nvJPEG may not
+    decode (CMYK) on the CPU. If the batched call fails, each file is decoded alone, on the CPU
+    where `device` fails it (as DALI falls back), so one odd file never stops an epoch."""
+    batched = [batch_decodable(d, device) for d in data]
     try:
-        decoded = iter(decode_jpegs(jpegs, device, codec) if jpegs else [])
-        return [next(decoded) if j else decode_any(d, codec).to(device) for d, j in zip(data, is_jpeg)]
+        decoded = iter(decode_jpegs([d for d, b in zip(data, batched) if b], device, codec) if any(batched) else [])
+        return [next(decoded) if b else decode_any(d, codec).to(device) for d, b in zip(data, batched)]
     except (RuntimeError, ValueError):
-        raise name_the_bad_file(data, paths, is_jpeg, codec) from None
+        return [decode_alone(d, path, device, codec) for d, path in zip(data, paths)]
 
 
-def name_the_bad_file(data, paths, is_jpeg, codec: str) -> OSError:
-    """The error of the first file of a failed batch that does not decode on its own."""
-    for d, path, j in zip(data, paths, is_jpeg):
+def batch_decodable(data: torch.Tensor, device: torch.device) -> bool:
+    """Whether the file goes to the batched JPEG decoder: a JPEG, and on CUDA one of 1 or 3
+    components (nvJPEG has failed on CMYK, NVIDIA/DALI#1204)."""
+    if tuple(data[:2].tolist()) != JPEG_SOI:
+        return False
+    header = jpeg_header(lambda offset, count: data[offset : offset + count].numpy().tobytes())
+    return device.type == "cpu" or (header is not None and header.mode in ("RGB", "L"))
+
+
+def decode_alone(data: torch.Tensor, path: str, device: torch.device, codec: str) -> torch.Tensor:
+    """One file as (3, H, W) uint8 RGB on `device`: decoded there, else on the CPU; an OSError
+    naming the file where neither decodes it."""
+    if device.type != "cpu" and batch_decodable(data, device):
         try:
-            decode_jpegs([d], torch.device("cpu"), codec) if j else decode_any(d, codec)
-        except (RuntimeError, ValueError) as e:
-            return OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)")
-    return OSError(f"batched JPEG decoding failed for {len(data)} files that decode one by one: {paths[:3]}...")
+            return decode_jpegs([data], device, codec)[0]
+        except (RuntimeError, ValueError):
+            pass  # the CPU decoder is tried next, and names the file if it fails too
+    try:
+        return decode_any(data, codec).to(device)
+    except (RuntimeError, ValueError) as e:
+        raise OSError(f"cannot decode {path}: {e} (scan with --check full to find such files first)") from None
 
 
 def read_encoded(path: str) -> torch.Tensor:
     return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+
+
+def stored_pixels(data: torch.Tensor, path: str) -> torch.Tensor:
+    """The encoded file, its EXIF orientation reset to 1 where it has one: TorchCodec applies the
+    tag as it decodes, every other backend decodes the stored pixels (loaders/orientation.py).
+    Its header is checked first: the file may have changed since the scan, and decode_jpeg
+    knows no pixel limit."""
+    header = encoded_header(memoryview(data.numpy()), path)
+    if header.orientation_at >= 0 and header.orientation != 1:
+        return reset_orientation(data, header.orientation_at)
+    return data
 
 
 def canvas_chunks(extents: list[tuple[int, int]], budget: int = CANVAS_BYTES) -> Iterator[slice]:
@@ -126,9 +152,12 @@ def canvas_chunks(extents: list[tuple[int, int]], budget: int = CANVAS_BYTES) ->
         yield slice(start, len(extents))
 
 
-def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, res: int) -> torch.Tensor:
+def crop_batch(
+    images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, res: int, turns: np.ndarray | None = None
+) -> torch.Tensor:
     """(B, res, res, 3) uint8 on the images' device: box b of image b resampled to res x res,
-    mirrored where flips[b]."""
+    turned by the EXIF code turns[b] (loaders/orientation.py) where given, then mirrored where
+    flips[b]."""
     device = images[0].device
     boxes = boxes.to(torch.float64).cpu()
     sizes = np.array([[img.shape[2], img.shape[1]] for img in images])
@@ -144,7 +173,9 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Ten
             for part in canvas_chunks([(h, w) for _, _, w, h in regions])
         ]
     )
-    out = torch.where(flips.to(device)[:, None, None, None], out.flip(-1), out)
+    own = flips if turns is None else flips & torch.from_numpy(turns == 1)
+    out = torch.where(own.to(device)[:, None, None, None], out.flip(-1), out)
+    out = turned_crops(out, turns, flips.numpy(force=True), dims=(1, 2))
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
@@ -184,9 +215,7 @@ class EncodedBatches(Dataset):
 
     def __getitem__(self, task: BatchTask):
         ids = torch.from_numpy(task.indices)
-        data = [read_encoded(self.paths[i]) for i in task.indices]
-        for d, i in zip(data, task.indices):  # a file may have changed since the scan; decode_jpeg has no limit
-            encoded_header(memoryview(d.numpy()), self.paths[i])
+        data = [stored_pixels(read_encoded(self.paths[i]), self.paths[i]) for i in task.indices]
         return (
             data,
             torch.from_numpy(task.boxes),
@@ -195,6 +224,7 @@ class EncodedBatches(Dataset):
             ids,
             self.labels[ids],
             task.jitter,
+            task.orientations,
         )
 
 
@@ -203,9 +233,9 @@ class CroppedBatches(EncodedBatches):
     crop, on the CPU in the workers."""
 
     def __getitem__(self, task: BatchTask):
-        data, boxes, flips, res, ids, labels, jitter = super().__getitem__(task)
+        data, boxes, flips, res, ids, labels, jitter, turns = super().__getitem__(task)
         images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"), self.codec)
-        return crop_batch(images, boxes, flips, res), labels, jitter
+        return crop_batch(images, boxes, flips, res, turns), labels, jitter
 
 
 class NvjpegLoader(PilLoader):
@@ -236,9 +266,9 @@ class NvjpegLoader(PilLoader):
             yield from super().__iter__()
             return
         device = self.cfg.device
-        for data, boxes, flips, res, ids, labels, jitter in self.loader:
+        for data, boxes, flips, res, ids, labels, jitter, turns in self.loader:
             images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
             yield (
-                to_model_input(crop_batch(images, boxes, flips, res), device, self.cfg.dtype, jitter),
+                to_model_input(crop_batch(images, boxes, flips, res, turns), device, self.cfg.dtype, jitter),
                 labels.to(device, non_blocking=True),
             )

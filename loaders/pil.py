@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefile import ImageTooLarge, check_size, encoded_header
 from loaders.imagefolder import ImageIndex
+from loaders.orientation import turned_crops
 from loaders.plan import BatchTask, plan_epoch
 
 PREFETCH_PER_WORKER = 2  # batches in flight per worker, as DataLoader's default prefetch_factor
@@ -162,8 +163,9 @@ class PlannedBatches(Dataset):
     def __getitem__(self, task: BatchTask):
         images = torch.empty((len(task.indices), task.res, task.res, 3), dtype=torch.uint8, pin_memory=self.pin)
         out = images.numpy()
-        for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.flips)):
+        for slot, (i, box, flip) in enumerate(zip(task.indices, task.boxes, task.own_flips())):
             out[slot] = decode_crop(self.paths[i], box, task.res, self.reduce, self.turbo, self.resampler, flip)
+        turned_crops(images, task.orientations, task.flips, dims=(0, 1))
         labels = self.labels[torch.from_numpy(task.indices)]
         return images, labels.pin_memory() if self.pin else labels, task.jitter
 

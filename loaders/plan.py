@@ -14,6 +14,7 @@ import numpy as np
 
 from loaders.base import LoaderConfig, epoch_plan, jitter_plan
 from loaders.imagefolder import ImageIndex
+from loaders.orientation import codes, shown_sizes, stored_boxes
 from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes, shifted_center_crop_boxes
 
 
@@ -26,6 +27,14 @@ class BatchTask:
     boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
     flips: np.ndarray  # (B,) bool
     jitter: np.ndarray | None = None  # (B, 3) colour-jitter factors (pipeline/jitter.py), or None
+    # (B,) uint8 EXIF codes that turn each crop (before its flip), or None where all are 1: the boxes
+    # are then in the stored frame, and the crop resampled from one is turned (loaders/orientation.py)
+    orientations: np.ndarray | None = None
+
+    def own_flips(self) -> np.ndarray:
+        """(B,) bool: the flips a backend does as it crops: those of the crops not turned (a turned
+        crop is flipped after its turn, by `turned_crops`)."""
+        return self.flips if self.orientations is None else self.flips & (self.orientations == 1)
 
 
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
@@ -33,16 +42,21 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
     augmentation (pipeline/transforms.py), flips and colour-jitter factors."""
     steps, ids = epoch_plan(cfg, len(index), epoch)
     rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
+    tags = codes(cfg.orientation, index.orientations, len(index))
     tasks = []
     for step, idx, jitter in zip(steps, ids, jitter_plan(cfg, epoch, [len(b) for b in ids])):
-        w, h = index.sizes[idx].T
+        turns = tags[idx]
+        w, h = shown_sizes(index.sizes[idx], turns).T
         if cfg.augment == "rrc":
             boxes, flipped = random_resized_crop_boxes(rng, w, h, cfg.rrc), flips(rng, len(idx))
         elif cfg.augment == "center_shift":
             boxes, flipped = shifted_center_crop_boxes(rng, w, h, step.res, cfg.center), flips(rng, len(idx))
         else:
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
-        tasks.append(BatchTask(step.res, idx, boxes, flipped, jitter))
+        if (turns != 1).any():
+            tasks.append(BatchTask(step.res, idx, stored_boxes(boxes, turns, index.sizes[idx]), flipped, jitter, turns))
+        else:
+            tasks.append(BatchTask(step.res, idx, boxes, flipped, jitter))
     return tasks
 
 

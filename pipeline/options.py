@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loaders import BACKENDS
+from loaders.orientation import ORIENTATIONS
 from pipeline.config import check_count, check_positive_int, opt, parse_floats, positive_ints
 from pipeline.finetune import FINETUNE_AUGMENTATIONS
 from pipeline.fixres import sweep_resolutions
@@ -37,6 +38,11 @@ class CommonConfig:
     seed: int = opt(0, "seed of order and augmentation (per epoch)")
     skip_bad: bool = opt(False, "leave out unreadable images and empty classes (counted and reported)")
     check: str = opt("header", "image check while scanning: header (fast) or full (decode all)")
+    exif_orientation: str = opt(
+        "stored",
+        "EXIF orientation: stored (pixels as the file stores them, as torchvision's ImageFolder) or apply "
+        "(rotated and mirrored per the tag, crops planned in that frame), the same on every backend",
+    )
     rescan: bool = opt(False, "scan the data folders again instead of reusing their stored index (or LOWRES_RESCAN=1)")
     out: str = opt("", "run folder (default: runs/<job>-<time>)")
     progress: bool = opt(True, "progress bars (off when not a terminal or when CI is set)")
@@ -48,6 +54,9 @@ class CommonConfig:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if self.loader not in BACKENDS:
             raise ValueError(f"--loader must be one of {', '.join(BACKENDS)}, got {self.loader!r}")
+        if self.exif_orientation not in ORIENTATIONS:
+            choices = ", ".join(ORIENTATIONS)
+            raise ValueError(f"--exif-orientation must be one of {choices}, got {self.exif_orientation!r}")
 
 
 @dataclass

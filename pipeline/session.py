@@ -91,6 +91,7 @@ def make_loader(
         skip_bad=cfg.skip_bad,
         check=cfg.check,
         rescan=cfg.rescan,
+        orientation=cfg.exif_orientation,
         repeats=repeats,
         color_jitter=color_jitter,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.write import WRITE_MODES, WriterSettings, write_beton
 from loaders.imagefolder import add_scan_arguments, scan_image_folder
+from loaders.orientation import ORIENTATIONS
 from loaders.stored_size import split_max_side
 from pipeline.console import progress_enabled, run_command
 
@@ -30,6 +31,7 @@ def split_settings(args, split: str) -> WriterSettings:
         jpeg_quality=args.jpeg_quality,
         compress_probability=args.compress_probability,
         smart_threshold=args.smart_threshold,
+        orientation=args.exif_orientation,
     )
 
 
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
         help="longer side stored, 0 keeps the original size (default: %(default)s)",
     )
     w.add_argument("--write-mode", choices=WRITE_MODES, default=defaults.write_mode, help="default: %(default)s")
+    w.add_argument(
+        "--exif-orientation",
+        choices=ORIENTATIONS,
+        default="stored",
+        help="pixels as stored, or turned per their EXIF tag (the run's --exif-orientation; default: %(default)s)",
+    )
     w.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality, help="default: %(default)s")
     w.add_argument(
         "--compress-probability",

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +257,11 @@ def only_field(path: Path, names: list[str], types: list[int], type_id: int, wha
 CACHE_SETTINGS = WriterSettings()
 
 
+def cache_settings(cfg: LoaderConfig) -> WriterSettings:
+    """How a split folder is written for the ffcv loader: CACHE_SETTINGS, in the run's orientation."""
+    return replace(CACHE_SETTINGS, orientation=cfg.orientation)
+
+
 def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
     root = Path(cfg.root).resolve()
     path = cache_dir("ffcv") / f"{root.name}-{cache_key(root, cfg)}.beton"
@@ -267,14 +272,14 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
             flush=True,
         )
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1), progress=progress)
+        write_beton(index, path, cache_settings(cfg), workers=max(cfg.workers, 1), progress=progress)
     return open_beton(path)
 
 
 def cache_key(root: Path, cfg: LoaderConfig) -> str:
     folders = class_folders(root)
     classes = cfg.classes or folders  # the same labels whether or not the caller names the classes
-    h = hashlib.sha256(json.dumps([str(root), classes, cfg.skip_bad, asdict(CACHE_SETTINGS)]).encode())
+    h = hashlib.sha256(json.dumps([str(root), classes, cfg.skip_bad, asdict(cache_settings(cfg))]).encode())
     for name in folders:
         for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
             st = entry.stat()

@@ -20,6 +20,7 @@ import numpy as np
 
 from loaders.imagefile import open_image
 from loaders.imagefolder import ImageIndex
+from loaders.orientation import codes, oriented
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 FORMAT = "lowres-ffcv/1"
@@ -35,6 +36,7 @@ class WriterSettings:
     jpeg_quality: int = 90
     compress_probability: float = 0.5  # share of JPEG images under write_mode proportion
     smart_threshold: int | None = None  # raw size in bytes above which write_mode smart compresses
+    orientation: str = "stored"  # pixels written as stored, or turned per their EXIF tag (loaders/orientation.py)
 
     def __post_init__(self):
         if self.write_mode not in WRITE_MODES:
@@ -47,6 +49,7 @@ class WriterSettings:
             raise ValueError(f"compress probability must be in [0, 1], got {self.compress_probability}")
         if self.write_mode == "smart" and not self.smart_threshold:
             raise ValueError("write mode smart needs a smart threshold (bytes of raw pixels)")
+        codes(self.orientation, None, 0)  # validates it
 
 
 def class_map_path(beton: Path) -> Path:
@@ -54,18 +57,21 @@ def class_map_path(beton: Path) -> Path:
 
 
 class ImageFolderSamples:
-    """The indexable data set DatasetWriter reads: (RGB uint8 array, label) per image."""
+    """The indexable data set DatasetWriter reads: (RGB uint8 array, label) per image, turned per
+    its EXIF tag under the orientation "apply"."""
 
-    def __init__(self, index: ImageIndex):
+    def __init__(self, index: ImageIndex, orientation: str = "stored"):
         self.paths = index.paths
         self.labels = index.labels
+        self.turns = codes(orientation, index.orientations, len(index))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         with open_image(self.paths[i]) as img:
-            return np.asarray(img.convert("RGB")), int(self.labels[i])
+            pixels = oriented(np.asarray(img.convert("RGB")), self.turns[i])
+            return np.ascontiguousarray(pixels), int(self.labels[i])
 
 
 def write_beton(
@@ -98,7 +104,9 @@ def write_beton(
         "label": IntField(),
     }
     with writer_bar(progress):
-        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(ImageFolderSamples(index))
+        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
+            ImageFolderSamples(index, settings.orientation)
+        )
     meta = {
         "format": FORMAT,
         "classes": index.classes,
