@@ -77,6 +77,16 @@ def test_contract_on_the_device(tiny_data, backend, device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-bf16"))
+def test_synthetic_batches_are_made_on_the_device(tiny_data, device, dtype):
+    """The compute bound the benchmarks divide by: batches made where the model runs, in its dtype."""
+    loader = open_loader(tiny_data, "synthetic", device, dtype, res=40, batch_size=10)
+    for x, y in loader:
+        assert x.shape == (10, 3, 40, 40) and x.dtype == dtype and x.is_contiguous(memory_format=torch.channels_last)
+        assert x.device.type == y.device.type == device and 0 <= int(y.min()) and int(y.max()) < 3
+    assert len(loader) == 4
+
+
+@pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-bf16"))
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_set_epoch_replays_an_epoch_on_the_device(tiny_data, backend, device, dtype):
     loader = open_loader(tiny_data, backend, device, dtype, seed=3)
