@@ -96,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch.compile the model (results go to train_throughput-compile.*); the first warm-up "
         "step of each cell compiles, the largest-batch search stays eager",
     )
+    p.add_argument("--tag", default="", help="appended to the results' file name (train_throughput[-compile]-TAG)")
     add_output_arguments(p)
     return p.parse_args(argv)
 
@@ -347,7 +348,7 @@ def main(argv=None):
         ]
         for r in rows
     ]
-    name = "train_throughput" + ("-compile" if args.compile else "")
+    name = "train_throughput" + ("-compile" if args.compile else "") + (f"-{args.tag}" if args.tag else "")
     return write_results(name, args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 
 

@@ -325,29 +325,3 @@ def test_scale_benchmark(tiny_data, tmp_path):
     assert record["cold_scan_speedup"] > 0
     first = tmp_path / "scale" / "imagenet" / "train" / "n00000000" / "n00000000_0.JPEG"
     assert first.stat().st_nlink > 1  # a hard link to a source image
-
-
-def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
-    """Each stage's command line parses (a typo would surface only on the GPU machine)."""
-    from bench import gpu_check
-
-    args = gpu_check.parse_args(["--data", str(tmp_path / "data"), "--workers", "4"])
-    commands = gpu_check.stage_commands(args, tmp_path / "gpu")
-    assert list(commands) == list(gpu_check.STAGES)
-    modules = {"bench.loader_throughput": loader_throughput, "bench.train_throughput": train_throughput}
-    for command in commands.values():
-        if command[2] in modules:
-            parsed = modules[command[2]].parse_args(command[3:])
-            assert parsed.device == "cuda" and parsed.workers == 4 and parsed.machine == "gpu"
-    assert train_throughput.parse_args(commands["train-compile"][3:]).compile
-    assert commands["tests"][3:5] == ["-m", "cuda"]
-    with pytest.raises(SystemExit):
-        gpu_check.parse_args(["--stages", "tests,benchmarks"])
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
-def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path, capsys):
-    from bench import gpu_check
-
-    assert gpu_check.main(["--out", str(tmp_path)]) == 2
-    assert "no CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())
