@@ -17,7 +17,7 @@ DEMO_RUN ?= runs/demo
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 FFCV_APT := libturbojpeg0-dev libopencv-dev pkg-config
 
-.PHONY: demo test data lock clean-demo system-deps simd wheelhouse device-wheels gpu-check
+.PHONY: demo test data lock clean-demo system-deps simd wheelhouse device-wheels device-core-wheels gpu-check
 
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -101,12 +101,21 @@ wheelhouse:
 	@echo "$$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1) in $(WHEELHOUSE); built on the target:" \
 		$$(cd $(WHEELHOUSE) && ls *.tar.gz *.zip 2>/dev/null)
 
-# The GPU check (bench/gpu_check.py): the cuda tests, then the GPU benchmarks, into
-# bench/results/<machine>/. On a GPU machine with the project installed (make test does it):
-#   make gpu-check [STAGES=tests,loader,train,train-compile]
-STAGES ?= tests,loader,train,train-compile
+# The GPU check (bench/gpu_check.py, planned in bench/gpu_plan.py): the plan with each stage's
+# estimated seconds first, then the cuda tests and the GPU benchmarks, into bench/results/<machine>/.
+# On a GPU machine with the project installed (make test does it); on a lent device machine run
+# `bash bench/device.sh core` instead (docs/maintainers.md):
+#   make gpu-check [PLAN=core|extra] [STAGES=train-resnet50,...]
+PLAN ?= core
+STAGES ?=
 gpu-check:
-	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m bench.gpu_check --stages $(STAGES)
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m bench.gpu_check --plan $(PLAN) --stages "$(STAGES)"
+
+# simplejpeg for the lent device machine (optional: without it pil decodes with Pillow), in .whl/:
+# carry .whl with `bash bench/device.sh core`.
+device-core-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(DEVICE_PLATFORM_TAGS) -d .whl $$(grep -i -E "^simplejpeg==" constraints.txt)
 
 # What the lent device machine lacks (Python 3.12, torch 2.11 there; see bench/device.sh): DALI and
 # its dependencies at the versions of constraints.txt, and the TorchCodec built for torch 2.11,

@@ -126,19 +126,23 @@ def warm_up(batches: Iterator, consume: Callable, device: torch.device, steps: i
 
 def images_per_second(batches: Iterator, consume: Callable, device: torch.device, steps: int, repeats: int) -> dict:
     """Steady-state rate of `consume(images, labels)` over `batches`: `repeats` timed runs of
-    `steps` batches each; median and spread of images per second, and the totals."""
-    rates, images, seconds = [], 0, 0.0
+    `steps` batches each, the device synchronised once at the end of each run; median and spread
+    of images per second, the totals, and the share of the time the host spent waiting for the
+    next batch (`data_wait_share`: 0 when the data is always ready)."""
+    rates, images, seconds, waited = [], 0, 0.0, 0.0
     for _ in range(repeats):
         start, count = time.perf_counter(), 0
         for _ in range(steps):
+            asked = time.perf_counter()
             x, y = next(batches)
+            waited += time.perf_counter() - asked
             consume(x, y)
             count += x.shape[0]
         sync(device)
         rates.append(count / (time.perf_counter() - start))
         images += count
         seconds += count / rates[-1]
-    return {**spread(rates), "images": images, "seconds": seconds}
+    return {**spread(rates), "images": images, "seconds": seconds, "data_wait_share": waited / seconds}
 
 
 def process_tree() -> list[psutil.Process]:

@@ -1,26 +1,18 @@
-"""The whole GPU check in one command: the `cuda` tests, then the GPU benchmarks, all written to
-bench/results/<machine>/ (the folder and every JSON name the GPU).
+"""The whole GPU check in one command, sized to a lent machine: the plan (bench/gpu_plan.py)
+printed first with each stage's estimated seconds, then the stages, all written to
+bench/results/<machine>/ (the folder names the GPU).
 
-    python -m bench.gpu_check                       # every stage: sized for ~20 min on one H100, 16 cores
-    python -m bench.gpu_check --stages train        # one stage (a device call is limited to 10 minutes)
+    python -m bench.gpu_check                   # the core plan: under 8 minutes by its estimates
+    python -m bench.gpu_check --dry-run         # print the plan only (no GPU needed)
+    python -m bench.gpu_check --plan extra      # DALI and FFCV, once carried (bench/device.sh)
+    python -m bench.gpu_check --stages train-resnet50
 
-Stages, in order (each a subprocess with its log beside the results; a finished stage is not
-run again unless --again, so a command cut short goes on where it stopped). The minutes are
-estimates from the step counts, not yet measured on a GPU:
-
-  tests          pytest -m cuda: the loader contract on CUDA, pixels against the CPU path, AMP
-                 train steps, the fixres job on the GPU (tests/test_cuda.py)           ~3 min
-  loader         loader-only img/s per backend and the torchvision reference, train and eval
-                 crops at 128/160/224, batch 256, bf16 on the GPU                      ~3 min
-  train          ResNet-50 and ResNet-18, channels-last, bf16, batch 256 at 128/160/224:
-                 synthetic img/s, forward/backward split, peak memory, largest batch, and the
-                 data-starvation ratio (real / synthetic) of every backend             ~7 min
-  train-compile  the same with torch.compile at 128 px (the largest batch search stays
-                 eager)                                                               ~4 min
-
-The benchmark data (ImageNet-like sides, 375-500 px, 3,000 JPEGs) is generated first when
---data does not exist. `gpu-check.md` / `gpu-check.json` in the results folder list each
-stage's outcome, time and command, with the GPU, the libraries and the JPEG codec in use.
+Each stage is a subprocess with its log beside the results. A stage is not started when its
+estimate exceeds the time left before the deadline, and one still running at the deadline is
+stopped, so that the summary is always written: `gpu-check.md` / `gpu-check.json` list each
+stage's outcome, estimated and measured seconds and command, with the GPU, the libraries, the
+JPEG codec in use and the training tables (img/s, peak memory, starvation ratio, data wait).
+A stage that passed before is not run again unless --again.
 """
 
 from __future__ import annotations
@@ -28,145 +20,69 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from bench.common import describe_machine, machine_name
-
-STAGES = ("tests", "loader", "train", "train-compile")
-SIDES = "128,160,224"
-TRAIN = [
-    "--models",
-    "resnet50,resnet18",
-    "--batch-size",
-    "256",
-    "--amp",
-    "bf16",
-    "--device",
-    "cuda",
-    "--warmup",
-    "5",
-    "--steps",
-    "10",
-    "--repeats",
-    "3",
-]
+from bench.common import describe_machine, machine_name, usable_cores
+from bench.gpu_plan import BUDGET_S, DEADLINE_S, PLANS, command, make_plan, plan_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
-    p.add_argument("--data", default="/tmp/lowres-bench-data", help="benchmark data (generated when missing)")
+    p.add_argument("--plan", default="core", choices=sorted(PLANS), help="which plan (see bench/gpu_plan.py)")
+    p.add_argument("--stages", default="", help="comma-separated stages of the plan (default: all)")
+    p.add_argument("--data", default="/tmp/lowres-bench-data", help="benchmark data (the data stage makes it)")
     p.add_argument("--workers", type=int, default=0, help="loader workers (0: the usable cores)")
     p.add_argument("--out", default="bench/results", help="results root")
     p.add_argument("--machine", default="", help="results folder name (default: CPU, cores and GPU)")
+    p.add_argument("--budget", type=float, default=BUDGET_S, help="refuse a plan estimated over this (seconds)")
+    p.add_argument("--deadline", type=float, default=DEADLINE_S, help="stop stages still running then (seconds)")
     p.add_argument("--again", action="store_true", help="run stages that already passed again")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = p.parse_args(argv)
     args.stages = [s for s in args.stages.split(",") if s]
-    unknown = set(args.stages) - set(STAGES)
-    if unknown:
-        p.error(f"unknown stages {sorted(unknown)}; available: {', '.join(STAGES)}")
+    args.workers = args.workers or usable_cores()
     return args
 
 
-def stage_commands(args, folder: Path) -> dict[str, list[str]]:
-    """The command of each stage."""
-    py = sys.executable
-    bench = [
-        "--data",
-        args.data,
-        "--workers",
-        str(args.workers),
-        "--out",
-        args.out,
-        "--machine",
-        folder.name,
-        "--no-progress",
-    ]
-    return {
-        "tests": [
-            py,
-            "-m",
-            "pytest",
-            "-m",
-            "cuda",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--junitxml",
-            str(folder / "cuda-tests.xml"),
-        ],
-        "loader": [
-            py,
-            "-m",
-            "bench.loader_throughput",
-            "--res",
-            SIDES,
-            "--batch-size",
-            "256",
-            "--device",
-            "cuda",
-            "--amp",
-            "bf16",
-            "--warmup",
-            "3",
-            "--steps",
-            "8",
-            "--repeats",
-            "3",
-            *bench,
-        ],
-        "train": [py, "-m", "bench.train_throughput", "--res", SIDES, *TRAIN, *bench],
-        "train-compile": [
-            py,
-            "-m",
-            "bench.train_throughput",
-            "--res",
-            "128",
-            "--compile",
-            "--no-max-batch",
-            *TRAIN,
-            *bench,
-        ],
-    }
+def planned(args, folder: Path):
+    """The plan's stages that were asked for; SystemExit naming any that the plan lacks."""
+    stages = make_plan(args.plan, args.data, args.workers, str(folder), args.out)
+    unknown = set(args.stages) - {s.name for s in stages}
+    if unknown:
+        sys.exit(f"gpu_check: unknown stages {sorted(unknown)}; plan {args.plan}: {', '.join(s.name for s in stages)}")
+    return [s for s in stages if not args.stages or s.name in args.stages]
 
 
-def ensure_data(root: str, workers: int) -> None:
-    if (Path(root) / "train").is_dir():
-        return
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loaders.demo_data",
-            "--out",
-            root,
-            "--min-side",
-            "375",
-            "--max-side",
-            "500",
-            "--workers",
-            str(workers),
-        ],
-        check=True,
-    )
-
-
-def run_stage(name: str, command: list[str], log: Path) -> dict:
-    """Run one stage, its output both shown and kept in `log`; its outcome, time and command."""
+def run_stage(argv: list[str], log: Path, timeout_s: float) -> tuple[str, float]:
+    """Run one stage (its own process group), its output both shown and kept in `log`, stopped
+    after `timeout_s`; its outcome and seconds."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True
+        )
+        stopped = threading.Event()
+
+        def stop():
+            stopped.set()
+            os.killpg(proc.pid, signal.SIGKILL)  # the stage and the workers it started
+
+        timer = threading.Timer(timeout_s, stop)
+        timer.start()
         for line in proc.stdout:
             sys.stdout.write(line)
             out.write(line)
         proc.wait()
-    minutes = (time.perf_counter() - start) / 60
-    status = "passed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-    print(f"== {name}: {status} in {minutes:.1f} min (log: {log})", flush=True)
-    return {"status": status, "minutes": round(minutes, 2), "command": " ".join(command), "log": log.name}
+        timer.cancel()
+    seconds = time.perf_counter() - start
+    if stopped.is_set():
+        return f"stopped at the deadline after {seconds:.0f} s", seconds
+    return ("passed" if proc.returncode == 0 else f"failed (exit {proc.returncode})"), seconds
 
 
 def jpeg_codec() -> str:
@@ -178,42 +94,65 @@ def jpeg_codec() -> str:
 def write_summary(folder: Path, record: dict) -> None:
     (folder / "gpu-check.json").write_text(json.dumps(record, indent=2) + "\n")
     rows = "\n".join(
-        f"| {name} | {r['status']} | {r['minutes']:.1f} | `{r['log']}` |" for name, r in record["stages"].items()
+        f"| {name} | {r['status']} | {r['estimate_s']:.0f} | {r['seconds']:.0f} | `{r['log']}` |"
+        for name, r in record["stages"].items()
     )
     m = record["machine"]
+    tables = "".join(f"\n{p.read_text()}" for p in sorted(folder.glob("train_throughput*.md")))
     (folder / "gpu-check.md").write_text(
         f"# GPU check on {m['gpu']} ({m['cpu']}, {m['cores']} cores)\n\n"
-        f"JPEG codec of the nvjpeg backend: {record['jpeg_codec']}; libraries: "
-        + ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
-        + f"\n\n| stage | outcome | minutes | log |\n|---|---|---:|---|\n{rows}\n"
+        f"Plan {record['plan']} (bench/gpu_plan.py). JPEG codec of the nvjpeg backend: {record['jpeg_codec']}; "
+        "libraries: " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()) + "\n\n"
+        "| stage | outcome | estimated s | measured s | log |\n|---|---|---:|---:|---|\n"
+        f"{rows}\n{tables}"
     )
+
+
+def run_plan(args, stages, folder: Path, started: float) -> dict:
+    path = folder / "gpu-check.json"
+    record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+    record.update(machine=describe_machine(), jpeg_codec=jpeg_codec(), plan=args.plan)
+    os.environ.setdefault("CI", "1")  # no progress bars in the logs
+    for stage in stages:
+        if record["stages"].get(stage.name, {}).get("status") == "passed" and not args.again:
+            print(f"== {stage.name}: passed before, skipped (--again runs it again)", flush=True)
+            continue
+        left = args.deadline - (time.perf_counter() - started)
+        log = folder / f"gpu-check-{stage.name}.log"
+        if stage.estimate_s > left:
+            status, seconds = f"not started: {left:.0f} s left, estimated {stage.estimate_s:.0f} s", 0.0
+        else:
+            status, seconds = run_stage(command(stage), log, left)
+        print(f"== {stage.name}: {status} ({seconds:.0f} s, estimated {stage.estimate_s:.0f} s)", flush=True)
+        record["stages"][stage.name] = {
+            "status": status,
+            "seconds": round(seconds, 1),
+            "estimate_s": round(stage.estimate_s, 1),
+            "command": " ".join(command(stage)),
+            "log": log.name,
+        }
+        write_summary(folder, record)
+    return record
 
 
 def main(argv=None) -> int:
+    started = time.perf_counter()
     args = parse_args(argv)
     import torch
 
+    folder = Path(args.out) / (args.machine or machine_name(describe_machine()))
+    stages = planned(args, folder)
+    print(plan_text(stages, args.budget), flush=True)
+    if sum(s.estimate_s for s in stages) > args.budget:
+        print("gpu_check: the plan is over its budget; choose fewer --stages or raise --budget", file=sys.stderr)
+        return 3
+    if args.dry_run:
+        return 0
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device is visible to PyTorch; this check needs one", file=sys.stderr)
         return 2
-    desc = describe_machine()
-    args.workers = args.workers or desc["cores"]
-    folder = Path(args.out) / (args.machine or machine_name(desc))
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "gpu-check.json"
-    record = json.loads(path.read_text()) if path.exists() else {"stages": {}}
-    record.update(machine=desc, jpeg_codec=jpeg_codec())
-    if set(args.stages) - {"tests"}:
-        ensure_data(args.data, args.workers)
-    commands = stage_commands(args, folder)
-    os.environ.setdefault("CI", "1")  # no progress bars in the logs
-    for name in args.stages:
-        if record["stages"].get(name, {}).get("status") == "passed" and not args.again:
-            print(f"== {name}: passed before, skipped (--again runs it again)", flush=True)
-            continue
-        record["stages"][name] = run_stage(name, commands[name], folder / f"gpu-check-{name}.log")
-        write_summary(folder, record)
-    write_summary(folder, record)
+    record = run_plan(args, stages, folder, started)
     print(f"results: {folder}", flush=True)
     return 0 if all(r["status"] == "passed" for r in record["stages"].values()) else 1
 

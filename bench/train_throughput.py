@@ -3,13 +3,19 @@
     python -m bench.train_throughput --data data/demo --models resnet_tiny,resnet18
 
 For each model x resolution: training images per second on the synthetic backend (random
-tensors already on the device: the compute bound), the forward / backward-and-update split
-of a step, peak memory (torch.cuda.max_memory_allocated on a GPU; the process tree's PSS on
-the CPU) and, on a GPU, the largest batch that fits. Then the same steps fed by each real
+tensors already on the device: the compute bound), peak memory (torch.cuda.max_memory_allocated
+on a GPU; the process tree's PSS on the CPU), the forward / backward-and-update split of a step
+and, on a GPU, the largest batch that fits. Then the same steps fed by each real
 backend: the data-starvation ratio is real / synthetic images per second at that resolution
 (1.0: the loader keeps the model fed), and the same ratio per CPU-second of the process tree
-(robust when other jobs share the cores; on the CPU, loader workers and the model compete).
-The step is the trainer's own (pipeline/engine.py).
+(robust when other jobs share the cores; on the CPU, loader workers and the model compete),
+and the share of the time the host waited for the next batch (data_wait_share).
+
+Every data source, synthetic included, is timed by the same loop over the trainer's own step
+(pipeline/engine.py), the device synchronised only at the end of each timed run, so that the
+ratio compares like with like. The forward / backward-and-update split of a step needs the
+device synchronised inside each step: it is measured in a pass of its own on synthetic data,
+after the timed runs, and never enters a rate.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch.compile the model (results go to train_throughput-compile.*); the first warm-up "
         "step of each cell compiles, the largest-batch search stays eager",
     )
+    p.add_argument("--tag", default="", help="appended to the results' file name (train_throughput[-compile]-TAG)")
     add_output_arguments(p)
     return p.parse_args(argv)
 
@@ -107,22 +114,27 @@ class Trainer:
         set_lr(self.optimizer, 0.1)
         self.scaler = precision.scaler()
         self.criterion = nn.CrossEntropyLoss()
-        self.forward_s = self.backward_s = 0.0
 
     def step(self, images, labels) -> None:
         train_step(self.model, images, labels, self.optimizer, self.scaler, self.criterion, self.precision)
 
-    def timed_step(self, images, labels) -> None:
-        """A step with the device synchronised between its halves, to split its time."""
+    def forward_share(self, batches, steps: int) -> float:
+        """The forward pass's share of a step's time over `steps` batches, the device synchronised
+        between the halves (which slows the steps: no rate is taken from this pass)."""
         device = self.precision.device
-        start = time.perf_counter()
-        _, loss = forward_loss(self.model, images, labels, self.criterion, self.precision)
-        sync(device)
-        middle = time.perf_counter()
-        backward_step(loss, self.optimizer, self.scaler)
-        sync(device)
-        self.forward_s += middle - start
-        self.backward_s += time.perf_counter() - middle
+        forward = backward = 0.0
+        for _ in range(steps):
+            images, labels = next(batches)
+            sync(device)
+            start = time.perf_counter()
+            _, loss = forward_loss(self.model, images, labels, self.criterion, self.precision)
+            sync(device)
+            middle = time.perf_counter()
+            backward_step(loss, self.optimizer, self.scaler)
+            sync(device)
+            forward += middle - start
+            backward += time.perf_counter() - middle
+        return forward / max(forward + backward, 1e-12)
 
 
 def synthetic_batches(args, res: int, classes: int, precision):
@@ -140,13 +152,19 @@ def synthetic_batches(args, res: int, classes: int, precision):
     return endless(loader)
 
 
-def measure(trainer: Trainer, batches, args, consume) -> dict:
+def measure(trainer: Trainer, batches, args) -> dict:
+    """The same timing for every data source: warm-up, then the timed runs of the plain step."""
     device = trainer.precision.device
-    warm_up(batches, consume, device, args.warmup)
+    warm_up(batches, trainer.step, device, args.warmup)
     reset_gpu_memory(device)
     with ProcessTreeMonitor() as monitor:
-        rate = images_per_second(batches, consume, device, args.steps, args.repeats)
-    return {"img_per_s": rate, **monitor.result(), "gpu_mem_mb": gpu_memory_mb(device)}
+        rate = images_per_second(batches, trainer.step, device, args.steps, args.repeats)
+    return {
+        "img_per_s": rate,
+        "data_wait_share": rate["data_wait_share"],
+        **monitor.result(),
+        "gpu_mem_mb": gpu_memory_mb(device),
+    }
 
 
 def fits(name: str, classes: int, precision, res: int, batch_size: int) -> bool:
@@ -214,10 +232,9 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 )
             bar.set_postfix_str(f"{name} {res} synthetic")
             trainer = Trainer(name, classes, precision, args.compile)
-            row["synthetic"] = measure(
-                trainer, synthetic_batches(args, res, classes, precision), args, trainer.timed_step
-            )
-            row["forward_share"] = trainer.forward_s / max(trainer.forward_s + trainer.backward_s, 1e-12)
+            synthetic_data = synthetic_batches(args, res, classes, precision)
+            row["synthetic"] = measure(trainer, synthetic_data, args)
+            row["forward_share"] = trainer.forward_share(synthetic_data, args.steps)
             synthetic = row["synthetic"]
             bar.update(1)
             for v in variants:
@@ -236,7 +253,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                     skipped.setdefault(v.label, why)
                 else:
                     with failures_named(v.label):
-                        real = measure(trainer, endless(loader), args, trainer.step)
+                        real = measure(trainer, endless(loader), args)
                     real["starvation_ratio"] = real["img_per_s"]["median"] / synthetic["img_per_s"]["median"]
                     real["cpu_starvation_ratio"] = per_cpu_second(real) / per_cpu_second(synthetic)
                     row["real"][v.label] = real
@@ -256,6 +273,13 @@ def per_cpu_second(cell: dict) -> float:
     """Images per CPU-second of the process tree: on a machine shared with other jobs, the
     ratio of these says what the data costs in compute even when wall-clock rates are noisy."""
     return cell["img_per_s"]["images"] / max(cell["cpu_seconds"], 1e-9)
+
+
+def real_cell(cell: dict) -> str:
+    return (
+        f"{cell['img_per_s']['median']:.1f} ({cell['starvation_ratio']:.2f}; "
+        f"{cell['cpu_starvation_ratio']:.2f}; {100 * cell['data_wait_share']:.0f})"
+    )
 
 
 def memory_mb(cell: dict) -> float:
@@ -308,7 +332,7 @@ def main(argv=None):
         "forward %",
         "peak MB",
         "largest batch",
-        *[f"{label} img/s (ratio; per CPU-s)" for label in labels],
+        *[f"{label} img/s (ratio; per CPU-s; data wait %)" for label in labels],
     ]
     table = [
         [
@@ -320,17 +344,11 @@ def main(argv=None):
             f"{100 * r['forward_share']:.0f}",
             f"{memory_mb(r['synthetic']):.0f}",
             r.get("largest_batch", "-"),
-            *[
-                f"{r['real'][k]['img_per_s']['median']:.1f} ({r['real'][k]['starvation_ratio']:.2f}; "
-                f"{r['real'][k]['cpu_starvation_ratio']:.2f})"
-                if k in r["real"]
-                else "-"
-                for k in labels
-            ],
+            *[real_cell(r["real"][k]) if k in r["real"] else "-" for k in labels],
         ]
         for r in rows
     ]
-    name = "train_throughput" + ("-compile" if args.compile else "")
+    name = "train_throughput" + ("-compile" if args.compile else "") + (f"-{args.tag}" if args.tag else "")
     return write_results(name, args, rows, headers, table, lambda: plot(rows), extra={"skipped": skipped})
 
 

@@ -1,8 +1,9 @@
 """nvJPEG backend: GPU decoding without DALI, through TorchCodec (or torchvision's decoders).
 
 The epoch is planned exactly as in the Pillow backend (it is a PilLoader with another batch
-maker), so the crop boxes and flips are the same. On CUDA, worker processes only read the
-files; the main process decodes each batch with one batched `decode_jpeg(..., device="cuda")`
+maker), so the crop boxes and flips are the same. On CUDA, the workers only read the
+files; a producer thread of the main process decodes each batch, one ahead of the trainer and on
+a CUDA stream of its own (loaders/prefetch.py), with one batched `decode_jpeg(..., device="cuda")`
 call (nvJPEG) and does RandomResizedCrop / the centre crop for the whole batch with
 `torchvision.ops.roi_align` to (K, K), then flips and normalises on the GPU. On the CPU the
 same calls run in the workers (libjpeg-turbo + roi_align on the CPU), so the backend is fully
@@ -35,6 +36,7 @@ from loaders.imagefolder import ImageIndex
 from loaders.orientation import reset_orientation, turned_crops
 from loaders.pil import PilLoader
 from loaders.plan import BatchTask, decode_regions
+from loaders.prefetch import prefetched, to_device
 
 JPEG_SOI = (0xFF, 0xD8)  # a JPEG's first two bytes, whatever its file name says
 CODECS = ("torchcodec", "torchvision")
@@ -174,7 +176,7 @@ def crop_batch(
         ]
     )
     own = flips if turns is None else flips & torch.from_numpy(turns == 1)
-    out = torch.where(own.to(device)[:, None, None, None], out.flip(-1), out)
+    out = torch.where(to_device(own, device)[:, None, None, None], out.flip(-1), out)
     out = turned_crops(out, turns, flips.numpy(force=True), dims=(1, 2))
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
@@ -192,7 +194,7 @@ def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> 
         canvas[i, :, :h, :w] = region
         canvas[i, :, h, :w] = region[:, -1]
         canvas[i, :, : h + 1, w] = canvas[i, :, : h + 1, w - 1]
-    boxes = boxes.to(device=device, dtype=torch.float32)
+    boxes = to_device(boxes.to(torch.float32), device)
     rois = torch.cat(
         [
             torch.arange(len(regions), device=device, dtype=torch.float32)[:, None],
@@ -263,12 +265,17 @@ class NvjpegLoader(PilLoader):
 
     def __iter__(self):
         if not self.decode_in_main:
-            yield from super().__iter__()
-            return
+            return super().__iter__()
+        return prefetched(self.loader, self.made_on_device, self.cfg.device)
+
+    def made_on_device(self, encoded: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of encoded files decoded, cropped and normalised on the device (the
+        producer thread's work: loaders/prefetch.py)."""
+        data, boxes, flips, res, ids, labels, jitter, turns = encoded
         device = self.cfg.device
-        for data, boxes, flips, res, ids, labels, jitter, turns in self.loader:
-            images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
-            yield (
-                to_model_input(crop_batch(images, boxes, flips, res, turns), device, self.cfg.dtype, jitter),
-                labels.to(device, non_blocking=True),
-            )
+        images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
+        jitter = None if jitter is None else to_device(torch.as_tensor(jitter), device)
+        return (
+            to_model_input(crop_batch(images, boxes, flips, res, turns), device, self.cfg.dtype, jitter),
+            to_device(labels, device),
+        )

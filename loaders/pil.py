@@ -1,6 +1,7 @@
 """Pillow backend (pip wheels only): ImageFolder JPEGs decoded by libjpeg-turbo through
 simplejpeg (other formats by Pillow), crops resized by torch or Pillow, in worker threads (or
-processes).
+processes). Without simplejpeg (the lent GPU machine's image has none) Pillow decodes the JPEGs
+too, with the same libjpeg-turbo and the same pixels, and the loader's summary says so.
 
 The main process plans the epoch (order, sizes, crop boxes, flips, colour jitter); each worker turns one
 planned batch into a uint8 NHWC array. Workers are pure functions of their task, so they
@@ -23,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
-import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -34,6 +34,11 @@ from loaders.imagefile import ImageTooLarge, check_size, encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.orientation import turned_crops
 from loaders.plan import BatchTask, plan_epoch
+
+try:
+    import simplejpeg
+except ImportError:  # an optional speed-up: Pillow's decoder gives the same pixels
+    simplejpeg = None
 
 PREFETCH_PER_WORKER = 2  # batches in flight per worker, as DataLoader's default prefetch_factor
 DCT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg can apply while decoding (Image.draft)
@@ -120,9 +125,9 @@ def turbo_decoded(data: bytes, scale: int, path: str) -> tuple[np.ndarray, float
     """libjpeg-turbo through simplejpeg: the same pixels as Pillow's decoder (also libjpeg-turbo)
     for about a tenth less CPU time per crop. None where Pillow decodes instead: not a JPEG,
     CMYK, over Pillow's pixel limit (Pillow enforces it), or anything libjpeg complains about
-    (Pillow tolerates its warnings, and names real errors). Raises ImageTooLarge (naming
-    `path`) for a header over MAX_PIXELS."""
-    if not data.startswith(JPEG_SOI):
+    (Pillow tolerates its warnings, and names real errors), or simplejpeg not installed.
+    Raises ImageTooLarge (naming `path`) for a header over MAX_PIXELS."""
+    if simplejpeg is None or not data.startswith(JPEG_SOI):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -204,12 +209,20 @@ class ThreadedBatches:
             yield batch
 
 
+def decoder_note(cfg: LoaderConfig) -> str:
+    """What the summary says, once, when the faster JPEG decoder asked for is missing."""
+    if cfg.turbo_decode and simplejpeg is None:
+        return ", JPEGs decoded by Pillow (simplejpeg is not installed)"
+    return ""
+
+
 class PilLoader:
     def __init__(self, cfg: LoaderConfig, index: ImageIndex):
         self.cfg = cfg
         self.index = index
         self.classes = index.classes
-        self.summary = f"pil, {cfg.workers} worker {'threads' if cfg.worker_threads else 'processes'}: {index.report()}"
+        workers = f"{cfg.workers} worker {'threads' if cfg.worker_threads else 'processes'}"
+        self.summary = f"pil, {workers}{decoder_note(cfg)}: {index.report()}"
         self.skipped = index.skipped_counts()
         self.sampler = EpochTasks()
         self.loader = self.batches()

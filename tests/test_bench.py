@@ -12,7 +12,15 @@ import torch
 from PIL import Image
 
 from bench import loader_throughput, pil_stages, scale, tradeoff, train_throughput
-from bench.common import BackendFailed, ProcessTreeMonitor, failures_named, open_variant, parse_variant, settle
+from bench.common import (
+    BackendFailed,
+    ProcessTreeMonitor,
+    failures_named,
+    images_per_second,
+    open_variant,
+    parse_variant,
+    settle,
+)
 from bench.train_throughput import largest
 from loaders import BACKENDS
 from pipeline.sizes import ConstantSize
@@ -193,6 +201,23 @@ def test_backends_take_turns_in_rotating_order():
     assert all(len(t) == 3 and all(x["images"] == 1 for x in t) for t in single.values())
 
 
+@pytest.mark.parametrize("slow", ["data", "step"])
+def test_timing_counts_the_hosts_wait_for_the_next_batch(slow):
+    """Batches that take 20 ms to come and a step that takes none: nearly all the time is data
+    wait; the other way round, nearly none."""
+
+    def batches():
+        while True:
+            time.sleep(0.02 if slow == "data" else 0)
+            yield torch.zeros(2, 3), torch.zeros(2)
+
+    def step(x, y):
+        time.sleep(0.02 if slow == "step" else 0)
+
+    timed = images_per_second(batches(), step, torch.device("cpu"), steps=3, repeats=2)
+    assert timed["images"] == 12 and timed["data_wait_share"] == pytest.approx(float(slow == "data"), abs=0.25)
+
+
 def test_train_benchmark(tiny_data, tmp_path):
     path = train_throughput.main(
         [
@@ -220,6 +245,7 @@ def test_train_benchmark(tiny_data, tmp_path):
     (row,) = json.loads(path.read_text())["rows"]
     assert row["synthetic"]["img_per_s"]["median"] > 0 and 0 < row["forward_share"] < 1
     real = row["real"]["pil"]
+    assert all(0 <= cell["data_wait_share"] < 1 for cell in (row["synthetic"], real))
     assert real["starvation_ratio"] == pytest.approx(
         real["img_per_s"]["median"] / row["synthetic"]["img_per_s"]["median"]
     )
@@ -299,29 +325,3 @@ def test_scale_benchmark(tiny_data, tmp_path):
     assert record["cold_scan_speedup"] > 0
     first = tmp_path / "scale" / "imagenet" / "train" / "n00000000" / "n00000000_0.JPEG"
     assert first.stat().st_nlink > 1  # a hard link to a source image
-
-
-def test_gpu_check_stages_are_commands_the_benchmarks_accept(tmp_path):
-    """Each stage's command line parses (a typo would surface only on the GPU machine)."""
-    from bench import gpu_check
-
-    args = gpu_check.parse_args(["--data", str(tmp_path / "data"), "--workers", "4"])
-    commands = gpu_check.stage_commands(args, tmp_path / "gpu")
-    assert list(commands) == list(gpu_check.STAGES)
-    modules = {"bench.loader_throughput": loader_throughput, "bench.train_throughput": train_throughput}
-    for command in commands.values():
-        if command[2] in modules:
-            parsed = modules[command[2]].parse_args(command[3:])
-            assert parsed.device == "cuda" and parsed.workers == 4 and parsed.machine == "gpu"
-    assert train_throughput.parse_args(commands["train-compile"][3:]).compile
-    assert commands["tests"][3:5] == ["-m", "cuda"]
-    with pytest.raises(SystemExit):
-        gpu_check.parse_args(["--stages", "tests,benchmarks"])
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
-def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path, capsys):
-    from bench import gpu_check
-
-    assert gpu_check.main(["--out", str(tmp_path)]) == 2
-    assert "no CUDA device" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -17,6 +17,7 @@ from torch import nn
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.nvjpeg import crop_batch
+from loaders.prefetch import prefetched
 from pipeline import cli
 from pipeline.distributed import DistContext
 from pipeline.engine import train_epoch
@@ -76,6 +77,16 @@ def test_contract_on_the_device(tiny_data, backend, device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-bf16"))
+def test_synthetic_batches_are_made_on_the_device(tiny_data, device, dtype):
+    """The compute bound the benchmarks divide by: batches made where the model runs, in its dtype."""
+    loader = open_loader(tiny_data, "synthetic", device, dtype, res=40, batch_size=10)
+    for x, y in loader:
+        assert x.shape == (10, 3, 40, 40) and x.dtype == dtype and x.is_contiguous(memory_format=torch.channels_last)
+        assert x.device.type == y.device.type == device and 0 <= int(y.min()) and int(y.max()) < 3
+    assert len(loader) == 4
+
+
+@pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-bf16"))
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_set_epoch_replays_an_epoch_on_the_device(tiny_data, backend, device, dtype):
     loader = open_loader(tiny_data, backend, device, dtype, seed=3)
@@ -129,6 +140,42 @@ def test_nvjpeg_crop_memory_is_bounded_by_the_crop_regions():
     out = crop_batch(images, boxes, torch.zeros(64, dtype=torch.bool), 32)
     torch.cuda.synchronize()
     assert out.shape == (64, 32, 32, 3) and torch.cuda.max_memory_allocated() - before < 64 * 2**20
+
+
+GPU_SLEEP = 50_000_000  # cycles of torch.cuda._sleep: tens of milliseconds, far longer than a fill
+ELEMENTS = 1 << 20
+
+
+@pytest.mark.cuda
+@NO_CUDA
+def test_prefetched_batches_wait_for_the_producer_stream():
+    """The producer fills each batch on its own stream after a long kernel; the consumer reads it
+    at once on its stream, and must see the filled values (the event it waits on)."""
+    device = torch.device("cuda")
+    streams = []
+
+    def late_fill(i):
+        streams.append(torch.cuda.current_stream(device))
+        torch.cuda._sleep(GPU_SLEEP)
+        return (torch.full((ELEMENTS,), float(i), device=device),)
+
+    sums = [x.sum() for (x,) in prefetched(range(6), late_fill, device)]
+    assert [float(s) for s in sums] == [float(i * ELEMENTS) for i in range(6)]
+    assert torch.cuda.current_stream(device) not in streams
+
+
+@pytest.mark.cuda
+@NO_CUDA
+def test_prefetched_batch_memory_is_not_refilled_before_the_consumer_read_it():
+    """The consumer queues a slow read of each batch, then drops it; the producer, on its own
+    stream, fills new batches of the same size at once. Without record_stream the allocator would
+    hand it the dropped batch's memory before the read ran."""
+    device = torch.device("cuda")
+    sums = []
+    for (x,) in prefetched(range(8), lambda i: (torch.full((ELEMENTS,), float(i), device=device),), device):
+        torch.cuda._sleep(GPU_SLEEP)
+        sums.append(x.sum())
+    assert [float(s) for s in sums] == [float(i * ELEMENTS) for i in range(8)]
 
 
 def trained_weights_move(precision, loader, epochs: int) -> tuple[dict, torch.amp.GradScaler, nn.Module]:

@@ -2,10 +2,15 @@
 decode gives, up to resampling noise, with the same geometry."""
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
+from test_loaders import make
 
 from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
@@ -157,3 +162,36 @@ def test_truncated_jpeg_error_names_the_file(tmp_path):
     path.write_bytes(jpeg_bytes("RGB")[:300])
     with pytest.raises(OSError, match="cut.jpg"):
         decode_crop(str(path), (0, 0, 100, 100), 32)
+
+
+WITHOUT_SIMPLEJPEG = """
+import sys
+sys.modules["simplejpeg"] = None  # None blocks the import, as on the lent GPU machine's image
+sys.path.insert(0, "tests")
+import numpy as np, torch
+import bench.gpu_check, bench.train_throughput, bench.loader_throughput, test_cuda  # what the GPU check imports
+from test_loaders import make
+loader = make(__import__("pathlib").Path(sys.argv[1]), "pil", res=40, batch_size=8, augment="center", shuffle=False)
+print(loader.summary)
+np.save(sys.argv[2], torch.cat([x for x, _ in loader]).numpy(), allow_pickle=False)
+"""
+
+
+@pytest.mark.slow
+def test_without_simplejpeg_pil_decodes_with_pillow_to_the_same_pixels(tiny_data, tmp_path):
+    """The GPU machine has no simplejpeg: everything the GPU check and the cuda tests import
+    must still import, and pil then decodes through Pillow, says so once, and gives the pixels
+    it gives with simplejpeg."""
+    out = tmp_path / "batches.npy"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SIMPLEJPEG, str(tiny_data), str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("decoded by Pillow (simplejpeg is not installed)") == 1
+    with_turbo = make(tiny_data, "pil", res=40, batch_size=8, augment="center", shuffle=False)
+    assert "simplejpeg" not in with_turbo.summary
+    assert torch.equal(torch.from_numpy(np.load(out, allow_pickle=False)), torch.cat([x for x, _ in with_turbo]))
