@@ -68,10 +68,20 @@ class PathList(Sequence):
         return os.fsdecode(self.names[self.offsets[i] : self.offsets[i + 1]].tobytes())
 
     def __getitem__(self, i) -> str:
+        """The path as Python spells a file name: bytes that are not UTF-8 become lone surrogates
+        (os.fsdecode), which open() accepts and str.encode() refuses."""
+        return self.prefix + self.relative(self.position(i))
+
+    def encoded(self, i) -> bytes:
+        """The path as the file system holds it, for libraries that open files by bytes (DALI)."""
+        i = self.position(i)
+        return os.fsencode(self.prefix) + self.names[self.offsets[i] : self.offsets[i + 1]].tobytes()
+
+    def position(self, i) -> int:
         i = int(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"path {i} of {len(self)}")
-        return self.prefix + self.relative(i % len(self))
+        return i % len(self)
 
 
 @dataclass
