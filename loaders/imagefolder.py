@@ -12,7 +12,7 @@ import argparse
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
@@ -99,6 +99,16 @@ class ImageIndex:
 
     def skipped_counts(self) -> dict[str, int]:
         return {why: len(paths) for why, paths in self.skipped.items()}
+
+    def without(self, positions: list[int], why: str) -> ImageIndex:
+        """The index less the images at `positions`, counted as skipped for `why`."""
+        keep = np.setdiff1d(np.arange(len(self)), positions)
+        if not len(keep):
+            raise BadDataError(f"no usable images under {self.root}")
+        skipped = {reason: list(paths) for reason, paths in self.skipped.items()}
+        skipped.setdefault(why, []).extend(self.paths[i] for i in positions)
+        paths = PathList.of(self.root, [self.paths.relative(i) for i in keep])
+        return replace(self, paths=paths, labels=self.labels[keep], sizes=self.sizes[keep], skipped=skipped)
 
     def report(self) -> str:
         """One line on what the scan found, for logs and run summaries."""

@@ -267,7 +267,7 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
             flush=True,
         )
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, CACHE_SETTINGS, workers=max(cfg.workers, 1), progress=progress)
+        write_beton(index, path, CACHE_SETTINGS, max(cfg.workers, 1), progress, cfg.skip_bad)
     return open_beton(path)
 
 
