@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from loaders.imagefile import (
     pillow_header,
     too_large,
 )
+from loaders.workpool import pool_results
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PARALLEL_SCAN_FROM = 2000  # below this, a process pool costs more than it saves
@@ -291,10 +291,9 @@ def run_checks(
                 results += fn(chunk)
                 bar.update(len(chunk))
             return results
-        with Pool(workers or os.cpu_count()) as pool:
-            for done in pool.imap(fn, chunks):
-                results += done
-                bar.update(len(done))
+        for done in pool_results(fn, chunks, workers or os.cpu_count(), lambda c: f"the files {c[0]} to {c[-1]}"):
+            results += done
+            bar.update(len(done))
     return results
 
 
