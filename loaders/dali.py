@@ -93,7 +93,7 @@ class BatchFeed:
         if info.iteration >= len(self.tasks):
             raise StopIteration
         task = self.tasks[info.iteration]
-        names = [np.frombuffer(self.paths[i].encode(), dtype=np.uint8) for i in task.indices]
+        names = [np.frombuffer(self.paths.encoded(i), dtype=np.uint8) for i in task.indices]
         regions = decode_regions(task.boxes, self.sizes[task.indices], task.res)
         roi = task.boxes.astype(np.float64)
         roi[:, :2] -= regions[:, :2]  # the box in the decoded region's coordinates

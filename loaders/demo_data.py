@@ -34,12 +34,10 @@ import argparse
 import colorsys
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -48,6 +46,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from loaders.workpool import pool_results
 from pipeline.console import progress_enabled, run_command
 
 GENERATOR_VERSION = 1  # bump whenever the output changes: cached sets are matched on it
@@ -437,11 +436,13 @@ def write_images(root: Path, params: dict, workers: int, progress: bool) -> int:
     jobs = [(str(root), params, chunk) for chunk in chunks]
     show = progress_enabled(progress)
     total = 0
-    with (
-        tqdm(total=len(items), unit="img", desc="demo data", disable=not show) as bar,
-        multiprocessing.Pool(min(workers, len(jobs))) if workers > 1 else nullcontext() as pool,
-    ):
-        for done, size in pool.imap_unordered(render_chunk, jobs) if pool else map(render_chunk, jobs):
+    with tqdm(total=len(items), unit="img", desc="demo data", disable=not show) as bar:
+        made = (
+            pool_results(render_chunk, jobs, min(workers, len(jobs)), lambda job: f"images {job[2][0]} to {job[2][-1]}")
+            if workers > 1
+            else map(render_chunk, jobs)
+        )
+        for done, size in made:
             total += size
             bar.update(done)
     return total

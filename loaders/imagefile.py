@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from loaders.orientation import TAG, TURNS, exif_orientation
 
@@ -149,6 +149,11 @@ def open_image(source: str | BinaryIO, path: str | None = None) -> Iterator[Imag
             img = Image.open(source)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise ImageTooLarge(path, f"decompression bomb ({e})") from None
+        except UnidentifiedImageError:
+            if isinstance(source, (str, os.PathLike)):
+                raise
+            # Pillow names what it was given: here bytes in memory, which say nothing of their file.
+            raise UnidentifiedImageError(f"cannot identify image file {path!r}") from None
     with img:
         check_size(path, img.width, img.height)
         yield img

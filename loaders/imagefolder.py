@@ -12,9 +12,8 @@ import argparse
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from loaders.imagefile import (
     pillow_header,
     too_large,
 )
+from loaders.workpool import pool_results
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PARALLEL_SCAN_FROM = 2000  # below this, a process pool costs more than it saves
@@ -68,10 +68,20 @@ class PathList(Sequence):
         return os.fsdecode(self.names[self.offsets[i] : self.offsets[i + 1]].tobytes())
 
     def __getitem__(self, i) -> str:
+        """The path as Python spells a file name: bytes that are not UTF-8 become lone surrogates
+        (os.fsdecode), which open() accepts and str.encode() refuses."""
+        return self.prefix + self.relative(self.position(i))
+
+    def encoded(self, i) -> bytes:
+        """The path as the file system holds it, for libraries that open files by bytes (DALI)."""
+        i = self.position(i)
+        return os.fsencode(self.prefix) + self.names[self.offsets[i] : self.offsets[i + 1]].tobytes()
+
+    def position(self, i) -> int:
         i = int(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"path {i} of {len(self)}")
-        return self.prefix + self.relative(i % len(self))
+        return i % len(self)
 
 
 @dataclass
@@ -90,6 +100,24 @@ class ImageIndex:
 
     def skipped_counts(self) -> dict[str, int]:
         return {why: len(paths) for why, paths in self.skipped.items()}
+
+    def without(self, positions: list[int], why: str) -> ImageIndex:
+        """The index less the images at `positions`, counted as skipped for `why`."""
+        keep = np.setdiff1d(np.arange(len(self)), positions)
+        if not len(keep):
+            raise BadDataError(f"no usable images under {self.root}")
+        skipped = {reason: list(paths) for reason, paths in self.skipped.items()}
+        skipped.setdefault(why, []).extend(self.paths[i] for i in positions)
+        paths = PathList.of(self.root, [self.paths.relative(i) for i in keep])
+        orientations = None if self.orientations is None else self.orientations[keep]
+        return replace(
+            self,
+            paths=paths,
+            labels=self.labels[keep],
+            sizes=self.sizes[keep],
+            orientations=orientations,
+            skipped=skipped,
+        )
 
     def report(self) -> str:
         """One line on what the scan found, for logs and run summaries."""
@@ -273,10 +301,9 @@ def run_checks(
                 results += fn(chunk)
                 bar.update(len(chunk))
             return results
-        with Pool(workers or os.cpu_count()) as pool:
-            for done in pool.imap(fn, chunks):
-                results += done
-                bar.update(len(done))
+        for done in pool_results(fn, chunks, workers or os.cpu_count(), lambda c: f"the files {c[0]} to {c[-1]}"):
+            results += done
+            bar.update(len(done))
     return results
 
 

@@ -171,7 +171,8 @@ def reused_or_built(
     """Under the lock: the stored index if still valid, else a fresh scan, stored."""
     failed = path.with_name(path.name + ".failed")
     if failed.is_file() and failed.stat().st_mtime >= waited_from:
-        raise BadDataError(f"{failed.read_text()}\n(found by another process indexing {root} while this one waited)")
+        said = failed.read_text(errors="surrogateescape")
+        raise BadDataError(f"{said}\n(found by another process indexing {root} while this one waited)")
     how_to = f"{RESCAN_ENV}=1 or --rescan rebuilds it"
     signature = listing_signature(root, settings.classes)
     why = "--rescan or LOWRES_RESCAN asked for it" if rescan else "no stored index"
@@ -193,7 +194,7 @@ def reused_or_built(
     try:
         index = scan(given, settings, progress)
     except Exception as e:
-        failed.write_text(str(e))
+        failed.write_text(str(e), errors="surrogateescape")  # file names are bytes
         raise
     failed.unlink(missing_ok=True)
     save_index(index, signature, path)

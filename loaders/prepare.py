@@ -26,18 +26,20 @@ import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
+from loaders.imagefile import open_image
 from loaders.imagefolder import BadDataError, add_scan_arguments, scan_image_folder
 from loaders.stored_size import split_max_side
+from loaders.workpool import pool_results
 from pipeline.console import progress_enabled, run_command
 
 FORMAT = "lowres-prepared/1"
 PARTIAL = ".partial"
+CHUNK = 16  # files per task sent to a worker process
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def store(src: str, dst: str, side: int, quality: int) -> tuple[str, str | None]
         return "done", None
     tmp = f"{dst}.{os.getpid()}{PARTIAL}"
     try:
-        with Image.open(src) as img:
+        with open_image(src) as img:  # refuses a bomb (the file may have changed since the scan)
             if max(img.size) <= side:
                 shutil.copyfile(src, tmp)
                 outcome = "copied"
@@ -83,15 +85,18 @@ def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, c
     for stale in out.glob(f"*/*{PARTIAL}"):  # a killed run's unfinished files
         stale.unlink()
     jobs = [(p, str(out / Path(p).relative_to(root))) for p in index.paths]
-    work = partial(store_job, side=side, quality=settings.jpeg_quality)
+    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    work = partial(store_chunk, side=side, quality=settings.jpeg_quality)
     bar = dict(total=len(jobs), desc=f"prepare {root.name}", unit="img", disable=not progress_enabled(args.progress))
     counts, bad = Counter(), []
-    with Pool(max(args.workers, 1)) as pool:
-        for outcome, problem in tqdm(pool.imap_unordered(work, jobs, chunksize=16), **bar):
-            if problem:
-                bad.append((outcome, problem))
-            else:
-                counts[outcome] += 1
+    with tqdm(**bar) as progress:
+        for done in pool_results(work, chunks, max(args.workers, 1), lambda c: f"{c[0][0]} to {c[-1][0]}"):
+            for outcome, problem in done:
+                if problem:
+                    bad.append((outcome, problem))
+                else:
+                    counts[outcome] += 1
+            progress.update(len(done))
     if bad and not args.skip_bad:
         listing = "\n".join(f"  {p}: {why}" for p, why in bad[:20])
         raise BadDataError(
@@ -104,8 +109,8 @@ def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, c
     return {"classes": index.classes, "max_side": side, "images": dict(counts), "skipped": skipped}
 
 
-def store_job(job: tuple[str, str], side: int, quality: int):
-    return store(*job, side=side, quality=quality)
+def store_chunk(jobs: list[tuple[str, str]], side: int, quality: int) -> list[tuple[str, str | None]]:
+    return [store(*job, side=side, quality=quality) for job in jobs]
 
 
 def read_manifest(path: Path, settings: PrepareSettings, source: str) -> dict:

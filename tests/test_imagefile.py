@@ -66,3 +66,9 @@ def test_encoded_header_refuses_a_bomb_held_in_memory():
     Image.new("L", (9500, 9500)).save(png, format="PNG")  # 90 M pixels, through Pillow's header reader
     with pytest.raises(ImageTooLarge, match="x.png"):
         encoded_header(png.getvalue(), "x.png")
+
+
+def test_bytes_pillow_cannot_identify_name_their_file():
+    """Pillow names a BytesIO by its repr; a worker's error must name the file."""
+    with pytest.raises(Image.UnidentifiedImageError, match="'/data/cat.JPEG'"):
+        encoded_header(b"not an image at all" * 10, "/data/cat.JPEG")

@@ -212,3 +212,31 @@ def test_paths_are_arrays_that_read_as_strings(tiny_data):
     assert index.sizes.dtype == np.int32
     with pytest.raises(IndexError):
         index.paths[len(files)]
+
+
+def non_utf8_name(path) -> bytes:
+    """Rename `path` to a name that is not UTF-8 (café.JPEG in Latin-1, as an old archive may
+    hold); its new path as bytes."""
+    new = os.path.join(os.fsencode(path.parent), b"caf\xe9.JPEG")
+    os.rename(os.fsencode(path), new)
+    return new
+
+
+def test_name_that_is_not_utf8_is_indexed_as_its_bytes(data_copy):
+    new = non_utf8_name(first_image(data_copy))
+    index = scan_image_folder(data_copy / "train", progress=False)
+    encoded = [index.paths.encoded(i) for i in range(len(index))]
+    assert len(index) == 48 and new in encoded
+    i = encoded.index(new)
+    assert open(index.paths[i], "rb").read() == open(new, "rb").read()  # the str path opens the same file
+
+
+def test_without_leaves_out_and_counts(tiny_data):
+    index = scan_image_folder(tiny_data / "train", progress=False)
+    less = index.without([0, 17], "image the writer failed on")
+    assert len(less) == 46 and less.skipped == {"image the writer failed on": [index.paths[0], index.paths[17]]}
+    assert [less.paths[i] for i in range(46)] == [index.paths[i] for i in range(48) if i not in (0, 17)]
+    assert less.labels.tolist() == np.delete(index.labels, [0, 17]).tolist()
+    assert (less.sizes == np.delete(index.sizes, [0, 17], axis=0)).all()
+    with pytest.raises(BadDataError, match="no usable images"):
+        index.without(list(range(48)), "all of them")

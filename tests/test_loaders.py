@@ -1,5 +1,6 @@
 """The loader contract, for every backend: shape, dtype, layout, len, determinism, coverage."""
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -228,3 +229,14 @@ def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
         assert (labels == labels[:, :1]).all(), "copies of one image share its label"
         if k > 1:
             assert all(not torch.equal(g[0], g[1]) for g in groups), "each copy has its own crop"
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "synthetic"])
+def test_file_name_that_is_not_utf8_is_read(data_copy, backend):
+    """File names are bytes on Linux: one that is not UTF-8 reaches every decoder as its bytes."""
+    folder = sorted((data_copy / "val").iterdir())[0]
+    victim = sorted(folder.iterdir())[0]
+    os.rename(os.fsencode(victim), os.path.join(os.fsencode(folder), b"caf\xe9.JPEG"))
+    images, labels = zip(*batches(make(data_copy, backend, split="val", augment="center", shuffle=False)))
+    assert sum(len(y) for y in labels) == 18
+    assert all(torch.isfinite(x.float()).all() for x in images)

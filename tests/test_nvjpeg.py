@@ -126,6 +126,16 @@ def test_decompression_bomb_written_after_the_scan_is_refused_before_decoding(da
         list(loader)
 
 
+@pytest.mark.parametrize("decode_in_main", [False, True])
+def test_file_overwritten_after_the_scan_is_named(data_copy, decode_in_main):
+    cfg = config(data_copy, "nvjpeg", "center", split="val", batch_size=18)
+    loader = NvjpegLoader(cfg, scan_image_folder(cfg.root, progress=False), decode_in_main=decode_in_main)
+    victim = loader.index.paths[5]
+    open(victim, "wb").write(b"garbage, not an image" * 100)
+    with pytest.raises(OSError, match=f"'{victim}'"):
+        list(loader)
+
+
 @pytest.mark.parametrize("codec", EACH_CODEC)
 def test_an_epoch_warns_nothing_and_the_summary_names_the_decoder(tiny_data, codec):
     """torchvision's decoders warn on every call since 0.29: a thousand warnings per test run

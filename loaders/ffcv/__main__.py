@@ -47,7 +47,7 @@ def write(args) -> list[Path]:
             f"{settings.write_mode}",
             flush=True,
         )
-        out = write_beton(index, Path(args.out) / f"{split}.beton", settings, args.workers, progress)
+        out = write_beton(index, Path(args.out) / f"{split}.beton", settings, args.workers, progress, args.skip_bad)
         print(f"  -> {out} ({out.stat().st_size / 2**20:.1f} MiB)", flush=True)
         written.append(out)
     return written

@@ -272,7 +272,7 @@ def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
             flush=True,
         )
         index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, cache_settings(cfg), workers=max(cfg.workers, 1), progress=progress)
+        write_beton(index, path, cache_settings(cfg), max(cfg.workers, 1), progress, cfg.skip_bad)
     return open_beton(path)
 
 
@@ -282,6 +282,14 @@ def cache_key(root: Path, cfg: LoaderConfig) -> str:
     h = hashlib.sha256(json.dumps([str(root), classes, cfg.skip_bad, asdict(cache_settings(cfg))]).encode())
     for name in folders:
         for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
-            st = entry.stat()
-            h.update(f"{name}/{entry.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            st = listed_stat(entry)
+            h.update(os.fsencode(f"{name}/{entry.name}:{st.st_size}:{st.st_mtime_ns}\n"))  # names are bytes
     return h.hexdigest()[:16]
+
+
+def listed_stat(entry: os.DirEntry) -> os.stat_result:
+    """The entry's target's stat; a broken symbolic link's own (the scan names or skips it)."""
+    try:
+        return entry.stat()
+    except FileNotFoundError:
+        return entry.stat(follow_symlinks=False)

@@ -3,14 +3,17 @@
 The split is indexed (and its bad files found) by `scan_image_folder`, the same scanner the
 other backends use, so labels agree across backends and a bad file fails the write with its
 name (or, with skip_bad, is left out and counted in the class map's `skipped`). The write
-decodes every image, so the scan decodes them all first (`check="full"` by default): FFCV's
-writer processes cannot report a decoder error, they die and leave the writer waiting.
+decodes every image, so the scan decodes them all first (`check="full"` by default): every bad
+file is named in one listing before anything is written. FFCV's writer processes are watched
+(watch.py): a file that fails there anyway (changed since the scan) ends the write with its
+name, or with skip_bad is left out, counted, and the rest written again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -18,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from loaders.ffcv.watch import NOT_STARTED, WriteFailure, watched_writer
 from loaders.imagefile import open_image
-from loaders.imagefolder import ImageIndex
+from loaders.imagefolder import BadDataError, ImageIndex
 from loaders.orientation import codes, oriented
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 FORMAT = "lowres-ffcv/1"
+SKIPPED_IN_WRITE = "image the FFCV writer failed on"  # the reason counted in the class map
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,12 @@ def class_map_path(beton: Path) -> Path:
 
 class ImageFolderSamples:
     """The indexable data set DatasetWriter reads: (RGB uint8 array, label) per image, turned per
-    its EXIF tag under the orientation "apply"."""
+    its EXIF tag under the orientation "apply", and at most `max_side` on its longer side."""
 
-    def __init__(self, index: ImageIndex, orientation: str = "stored"):
+    def __init__(self, index: ImageIndex, max_side: int | None, orientation: str = "stored"):
         self.paths = index.paths
         self.labels = index.labels
+        self.max_side = max_side
         self.turns = codes(orientation, index.orientations, len(index))
 
     def __len__(self) -> int:
@@ -71,29 +77,28 @@ class ImageFolderSamples:
     def __getitem__(self, i: int):
         with open_image(self.paths[i]) as img:
             pixels = oriented(np.asarray(img.convert("RGB")), self.turns[i])
-            return np.ascontiguousarray(pixels), int(self.labels[i])
+            return fitted(np.ascontiguousarray(pixels), self.max_side), int(self.labels[i])
 
 
-def write_beton(
-    index: ImageIndex,
-    out: str | os.PathLike,
-    settings: WriterSettings = WriterSettings(),
-    workers: int = 1,
-    progress: bool = False,
-) -> Path:
-    """Write `index` to the .beton `out` and its class map to `out.json`, with FFCV's progress
-    bar when `progress`; returns `out`.
+def fitted(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The image downscaled as RGBImageField's resizer does (OpenCV's area filter to the size
+    times max_side / longer side, truncated), except that no side falls below 1 px: there OpenCV
+    asserts (a 30000 x 3 image at 512 px) and FFCV's writer process dies. The field then stores
+    the result as it is (its longer side is at most max_side)."""
+    import cv2
 
-    Both are written under temporary names and renamed, the .beton last: a .beton that
-    exists is complete and has its class map.
-    """
+    height, width = pixels.shape[:2]
+    if max_side is None or max(width, height) <= max_side:
+        return pixels
+    ratio = max_side / max(width, height)
+    size = np.maximum((ratio * np.array([width, height])).astype(int), 1)
+    return cv2.resize(pixels, tuple(size.tolist()), interpolation=cv2.INTER_AREA)
+
+
+def beton_fields(settings: WriterSettings) -> dict:
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
-    fields = {
+    return {
         "image": RGBImageField(
             write_mode=settings.write_mode,
             max_resolution=settings.max_resolution,
@@ -103,10 +108,32 @@ def write_beton(
         ),
         "label": IntField(),
     }
-    with writer_bar(progress):
-        DatasetWriter(str(partial), fields, num_workers=max(workers, 1)).from_indexed_dataset(
-            ImageFolderSamples(index, settings.orientation)
-        )
+
+
+def write_beton(
+    index: ImageIndex,
+    out: str | os.PathLike,
+    settings: WriterSettings = WriterSettings(),
+    workers: int = 1,
+    progress: bool = False,
+    skip_bad: bool = False,
+) -> Path:
+    """Write `index` to the .beton `out` and its class map to `out.json`, with FFCV's progress
+    bar when `progress`; returns `out`. A file the writer fails on (changed since the scan) fails
+    the write with its name, or with `skip_bad` is left out and counted, and the rest written again.
+
+    Both are written under temporary names and renamed, the .beton last: a .beton that
+    exists is complete and has its class map.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    while True:
+        try:
+            write_samples(index, partial, settings, max(workers, 1), progress)
+            break
+        except WriteFailure as failure:
+            index = without_failed(index, failure, skip_bad)
     meta = {
         "format": FORMAT,
         "classes": index.classes,
@@ -121,6 +148,36 @@ def write_beton(
     os.replace(meta_partial, class_map_path(out))
     os.replace(partial, out)
     return out
+
+
+def write_samples(index: ImageIndex, path: Path, settings: WriterSettings, workers: int, progress: bool) -> None:
+    """FFCV's DatasetWriter over the index, its workers watched; a failure leaves no process,
+    shared memory or file behind."""
+    from ffcv.writer import DatasetWriter
+
+    writer = DatasetWriter(str(path), beton_fields(settings), num_workers=workers)
+    with writer_bar(progress), watched_writer(workers) as watch:
+        try:
+            writer.from_indexed_dataset(ImageFolderSamples(index, settings.max_resolution, settings.orientation))
+        except BaseException:
+            watch.stop(writer)
+            path.unlink(missing_ok=True)
+            raise
+
+
+def without_failed(index: ImageIndex, failure: WriteFailure, skip_bad: bool) -> ImageIndex:
+    """The index less the file the writer failed on, counted as skipped; BadDataError naming the
+    file unless `skip_bad`."""
+    if failure.sample == NOT_STARTED:
+        raise BadDataError(f"the FFCV writer failed before reading an image: {failure.said}")
+    path = index.paths[failure.sample]
+    if not skip_bad:
+        raise BadDataError(
+            f"the FFCV writer failed on {path}: {failure.said}\n"
+            "Remove it, or pass --skip-bad to leave it out (it is counted)."
+        )
+    print(f"ffcv: left out {path} ({failure.said}); writing the rest again", file=sys.stderr, flush=True)
+    return index.without([failure.sample], SKIPPED_IN_WRITE)
 
 
 @contextmanager
