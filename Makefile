@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,plots,ffcv,dali,codec
+EXTRAS ?= test,plots,ffcv,dali,codec,tensorboard
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_DATA ?= data/demo
@@ -72,7 +72,7 @@ $(SIMD_VENV)/.installed: pyproject.toml constraints.txt
 # Offline install: every pinned requirement (constraints.txt) for another Python and platform in
 # $(WHEELHOUSE): wheels where PyPI has one for that target, else the source archive (FFCV, fastargs,
 # ...: listed at the end), and the build backends. There:
-#   pip install --no-index --find-links $(WHEELHOUSE) -c $(WHEELHOUSE)/requirements.txt -e ".[test,plots,ffcv,dali,codec]"
+#   pip install --no-index --find-links $(WHEELHOUSE) -c $(WHEELHOUSE)/requirements.txt -e ".[test,plots,ffcv,dali,codec,tensorboard]"
 # ($(WHEELHOUSE)/requirements.txt: the pins of constraints.txt less the names left out, so that a
 # target's own torch stands.)
 # FFCV builds from source on the target: it needs a C++ compiler, pkg-config and the headers of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,10 +19,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.console import say
+from pipeline.datawait import DataClock, starvation_verdict
 from pipeline.distributed import DistContext, all_sum, barrier
 from pipeline.optim import LrSchedule, set_lr
 from pipeline.precision import Precision
 from pipeline.runs import RunDir
+from pipeline.tblog import TensorBoardLog, tensorboard_log
 
 if TYPE_CHECKING:  # the session module builds loaders; the loops only read its fields
     from pipeline.options import OptimConfig
@@ -68,31 +71,43 @@ def train_epoch(
     precision: Precision,
     dist: DistContext,
     progress: bool = True,
+    tb: TensorBoardLog | None = None,
 ) -> dict:
-    """One pass over `loader`; returns loss, accuracy, optimiser steps, throughput and the sizes used."""
+    """One pass over `loader`; returns loss, accuracy, optimiser steps, throughput, the time
+    spent waiting for batches and the sizes used. `tb` gets the step scalars (rank 0)."""
     model.train()
     steps = len(loader)
     device = precision.device
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss*n, correct: stay on the device
     sizes: Counter = Counter()  # images per side, counted on the host (shapes need no sync)
+    clock = DataClock()
     bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
     start = time.perf_counter()
-    for i, (images, labels) in enumerate(loader):
-        n = images.shape[0]
-        sizes[images.shape[-1]] += n
+    last = Mark(start)
+    for i, (images, labels) in enumerate(clock.batches(loader)):
+        n, side = images.shape[0], images.shape[-1]
+        sizes[side] += n
         lr = schedule.lr(epoch + i / steps, n * dist.world_size)
         set_lr(optimizer, lr)
         logits, loss = train_step(model, images, labels, optimizer, scaler, criterion, precision)
         with torch.no_grad():
             sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()])
         bar.update(1)
-        if progress and (i % BAR_EVERY == 0 or i == steps - 1):
-            bar.set_postfix(loss=f"{sums[0].item() / sum(sizes.values()):.3f}", lr=f"{lr:.3g}", res=images.shape[-1])
+        if tb is not None:
+            tb.step(i, lr=lr, res=side)
+        if (progress or tb is not None) and (i % BAR_EVERY == 0 or i == steps - 1):
+            now = mark(sums, sizes.total(), clock.waited)
+            if tb is not None:
+                tb.step(i, **window(last, now))
+            last = now
+            wait = clock.share(now.time - start)
+            bar.set_postfix(loss=f"{now.loss / now.images:.3f}", lr=f"{lr:.3g}", res=side, wait=f"{wait:.0%}")
     bar.close()
     seconds = time.perf_counter() - start
     sides = sorted(sizes)  # every rank trains the same sides (the plan is drawn from seed and epoch)
     counts = torch.tensor([float(sizes[k]) for k in sides], device=device, dtype=torch.float64)
-    loss_sum, correct, *counts = all_sum(torch.cat([sums, counts]), dist).tolist()
+    timing = torch.tensor([clock.waited, seconds], device=device, dtype=torch.float64)
+    loss_sum, correct, waited, rank_seconds, *counts = all_sum(torch.cat([sums, timing, counts]), dist).tolist()
     count = sum(counts)
     return {
         "train_loss": loss_sum / max(count, 1),
@@ -101,7 +116,37 @@ def train_epoch(
         "train_steps": steps,
         "train_seconds": seconds,
         "train_img_per_s": count / seconds if seconds else 0.0,
+        "data_wait_seconds": waited / dist.world_size,  # per process, the mean over the ranks
+        "data_wait_share": waited / rank_seconds if rank_seconds else 0.0,
         "sizes": {str(k): int(n) for k, n in zip(sides, counts)},  # images per side, all ranks
+    }
+
+
+@dataclass(frozen=True)
+class Mark:
+    """An epoch's running totals at one point where the host reads the device's sums."""
+
+    time: float
+    images: int = 0
+    waited: float = 0.0
+    loss: float = 0.0  # summed over the images
+    correct: float = 0.0
+
+
+def mark(sums: torch.Tensor, images: int, waited: float) -> Mark:
+    loss, correct = sums.tolist()  # the one sync with the device
+    return Mark(time.perf_counter(), images, waited, loss, correct)
+
+
+def window(a: Mark, b: Mark) -> dict:
+    """Loss, accuracy, img/s and data-wait share of the steps between two marks. Both marks
+    synced with the device, so the wall time between them is the steps' own."""
+    n, dt = max(b.images - a.images, 1), b.time - a.time
+    return {
+        "loss": (b.loss - a.loss) / n,
+        "acc": 100 * (b.correct - a.correct) / n,
+        "img_per_s": (b.images - a.images) / dt if dt > 0 else 0.0,
+        "data_wait_share": min((b.waited - a.waited) / dt, 1.0) if dt > 0 else 0.0,
     }
 
 
@@ -166,29 +211,45 @@ def fit(
         model = DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
     schedule = cfg.lr_schedule()
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    tb = tensorboard_log(run, cfg.log)
     last = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        train_loader.set_epoch(epoch)
-        stats = train_epoch(
-            model, train_loader, optimizer, scaler, criterion, schedule, epoch, s.precision, s.dist, s.progress
-        )
-        val = evaluate(core, val_loader, s.precision, s.dist, s.progress, desc="val")
-        last = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in val.items()}}
-        run.log(last)
-        run.save_checkpoint(
-            {
-                "model": core.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch + 1,
-                **meta,
-            }
-        )
-        if s.dist.is_main:
-            say(
-                f"epoch {epoch + 1}/{cfg.epochs}  sizes {stats['sizes']}  loss {stats['train_loss']:.3f}  "
-                f"train acc {stats['train_acc']:.1f}  val top1 {val['top1']:.2f}  "
-                f"{stats['train_img_per_s']:.0f} img/s  {stats['train_seconds']:.1f}s"
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            train_loader.set_epoch(epoch)
+            stats = train_epoch(
+                model, train_loader, optimizer, scaler, criterion, schedule, epoch, s.precision, s.dist, s.progress, tb
             )
+            val = evaluate(core, val_loader, s.precision, s.dist, s.progress, desc="val")
+            last = {"epoch": epoch, **stats, **{f"val_{k}": v for k, v in val.items()}}
+            run.log(last)
+            if tb is not None:
+                tb.epoch(last)
+            run.save_checkpoint(
+                {
+                    "model": core.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    **meta,
+                }
+            )
+            if s.dist.is_main:
+                report_epoch(last, cfg)
+    finally:
+        if tb is not None:
+            tb.close()
     barrier(s.dist)
     return last
+
+
+def report_epoch(record: dict, cfg: OptimConfig) -> None:
+    """The epoch line, and the starvation verdict below it when the loader kept the model waiting."""
+    say(
+        f"epoch {record['epoch'] + 1}/{cfg.epochs}  sizes {record['sizes']}  loss {record['train_loss']:.3f}  "
+        f"train acc {record['train_acc']:.1f}  val top1 {record['val_top1']:.2f}  "
+        f"{record['train_img_per_s']:.0f} img/s  {record['train_seconds']:.1f}s  "
+        f"data wait {record['data_wait_share']:.0%}"
+    )
+    verdict = starvation_verdict(record["data_wait_share"], cfg.loader, cfg.workers)
+    if verdict:
+        say(verdict)

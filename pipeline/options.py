@@ -14,6 +14,7 @@ from pipeline.finetune import FINETUNE_AUGMENTATIONS
 from pipeline.fixres import sweep_resolutions
 from pipeline.optim import LrSchedule
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
+from pipeline.tblog import check_log
 
 
 @dataclass
@@ -70,10 +71,16 @@ class OptimConfig(CommonConfig):
     step_every: int = opt(30, "epochs between divisions by 10 of the step schedule")
     label_smoothing: float = opt(0.1, "label smoothing")
     resume: bool = opt(False, "continue the run in --out from its last checkpoint")
+    log: str = opt(
+        "jsonl",
+        "metrics log: jsonl (metrics.jsonl, always written), or tensorboard to also write "
+        "<out>/tensorboard/ events (the tensorboard extra)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
         check_positive_int("--epochs", self.epochs)
+        check_log(self.log)
         self.lr_schedule()  # validates lr and schedule
 
     def lr_schedule(self) -> LrSchedule:

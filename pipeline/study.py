@@ -103,6 +103,7 @@ def run_fixres(cfg: FixResConfig) -> dict:
                 "epochs": cfg.finetune_epochs,
                 "lr": cfg.finetune_lr,
                 "augment": cfg.finetune_augment,
+                "log": cfg.log,
             }
         )
     )["train_seconds"]

@@ -91,6 +91,7 @@ def test_two_process_training_shards_data_and_reduces_metrics(tiny_data, tmp_pat
     # 48 images: 24 per rank, 3 steps of 8 on each; evaluation sees all 18 val images once
     assert all(m["train_images"] == 48 and m["val_images"] == 18 for m in metrics)
     assert all(m["sizes"] == {"32": 48} for m in metrics), "images per side counted over both ranks"
+    assert all(0 < m["data_wait_share"] <= 1 for m in metrics), "waits over wall times, summed over both ranks"
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
     state = load_checkpoint(out)
