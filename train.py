@@ -3,7 +3,7 @@
 The jobs, their options and the command line live in pipeline/ (cli.py, jobs.py, options.py).
 """
 
-from pipeline.cli import main
+from app.cli import main
 from pipeline.console import run_command
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from pathlib import Path
 import psutil
 import torch
 
+from app.report import markdown_table, save_figure
 from pipeline.config import positive_ints
 from pipeline.console import say
-from pipeline.report import markdown_table, save_figure
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "pillow-simd", "psutil", "timm", "ffcv", "nvidia-dali-cuda130")
 

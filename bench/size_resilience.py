@@ -23,14 +23,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.options import SweepConfig, TrainConfig
+from app.report import markdown_table, save_figure
+from app.session import join_ranks
+from app.study import swept, trained
 from bench.common import describe_machine
 from pipeline.config import add_arguments, from_args, opt, positive_ints
 from pipeline.console import run_command
-from pipeline.options import SweepConfig, TrainConfig
-from pipeline.report import markdown_table, save_figure
-from pipeline.session import join_ranks
 from pipeline.sizes import MixSize
-from pipeline.study import swept, trained
 
 
 @dataclass

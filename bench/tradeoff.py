@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
+from app.jobs import run_finetune, run_sweep, run_train
+from app.options import FinetuneConfig, SweepConfig, TrainConfig
+from app.session import join_ranks
+from app.study import stage_result
 from bench.common import ProcessTreeMonitor, add_output_arguments, parse_ints, style, write_results
 from pipeline.console import progress_enabled, run_command, say
 from pipeline.distributed import DistContext, on_main
 from pipeline.fixres import recommended_test_res
-from pipeline.jobs import run_finetune, run_sweep, run_train
-from pipeline.options import FinetuneConfig, SweepConfig, TrainConfig
-from pipeline.session import join_ranks
-from pipeline.study import stage_result
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ backend: the data-starvation ratio is real / synthetic images per second at that
 and the share of the time the host waited for the next batch (data_wait_share).
 
 Every data source, synthetic included, is timed by the same loop over the trainer's own step
-(pipeline/engine.py), the device synchronised only at the end of each timed run, so that the
+(app/engine.py), the device synchronised only at the end of each timed run, so that the
 ratio compares like with like. The forward / backward-and-update split of a step needs the
 device synchronised inside each step: it is measured in a pass of its own on synthetic data,
 after the timed runs, and never enters a rate.
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from app.engine import backward_step, forward_loss, train_step
 from bench.common import (
     ProcessTreeMonitor,
     Variant,
@@ -48,7 +49,6 @@ from bench.common import (
     write_results,
 )
 from pipeline.console import progress_enabled, run_command, say
-from pipeline.engine import backward_step, forward_loss, train_step
 from pipeline.models import compile_model, create_model
 from pipeline.optim import make_sgd, set_lr
 from pipeline.precision import resolve_device, resolve_precision

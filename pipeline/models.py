@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.runs import read_tensors
+from pipeline.tensorfile import read_tensors
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:

@@ -15,12 +15,12 @@ import torch
 from test_loaders import make
 from torch import nn
 
+from app import cli
+from app.engine import train_epoch
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.nvjpeg import crop_batch
 from loaders.prefetch import prefetched
-from pipeline import cli
 from pipeline.distributed import DistContext
-from pipeline.engine import train_epoch
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.precision import resolve_precision

@@ -14,10 +14,10 @@ from PIL import Image
 from test_loaders import batches, make
 from test_transforms import box_statistics, torchvision_boxes
 
+from app import cli
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.imagefolder import BadDataError
 from loaders.plan import plan_epoch
-from pipeline import cli
 from pipeline.sizes import Step
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,16 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+from app.datawait import STARVED_SHARE, starvation_verdict
+from app.engine import fit, train_epoch
+from app.options import OptimConfig
+from app.runs import RunDir
+from app.session import Session
 from loaders import create_loader
 from loaders.base import LoaderConfig
-from pipeline.datawait import STARVED_SHARE, starvation_verdict
 from pipeline.distributed import DistContext
-from pipeline.engine import fit, train_epoch
 from pipeline.optim import LrSchedule, make_sgd
-from pipeline.options import OptimConfig
 from pipeline.precision import Precision
-from pipeline.runs import RunDir
-from pipeline.session import Session
 from pipeline.sizes import ConstantSize
 
 CPU = Precision(torch.device("cpu"), None)

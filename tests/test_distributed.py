@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.runs import load_checkpoint
 from loaders.indexcache import JOB_ENV, ScanSettings, job_id, stored_index
-from pipeline.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--workers", "0", "--no-progress", "--device", "cpu"]

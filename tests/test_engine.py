@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+from app.engine import train_epoch
 from loaders import create_loader
 from loaders.base import LoaderConfig
 from pipeline.distributed import DistContext
-from pipeline.engine import train_epoch
 from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.precision import Precision, resolve_precision

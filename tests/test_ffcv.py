@@ -20,6 +20,7 @@ from PIL import Image
 from test_imagefolder import first_image, truncate
 from torchvision.transforms import RandomResizedCrop
 
+from app import cli
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
 from loaders.ffcv import require_ffcv
@@ -27,7 +28,6 @@ from loaders.ffcv.__main__ import main as write_main
 from loaders.ffcv.watch import WriteFailure, watched_writer
 from loaders.ffcv.write import SKIPPED_IN_WRITE, fitted, write_beton
 from loaders.imagefolder import BadDataError, scan_image_folder
-from pipeline import cli
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, Step
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255

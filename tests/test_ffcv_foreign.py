@@ -8,11 +8,11 @@ import pytest
 from test_ffcv import loader, pixels
 from torchvision.datasets import ImageFolder
 
+from app import cli
+from app.runs import load_checkpoint
 from loaders.ffcv import require_ffcv
 from loaders.ffcv.beton import ffcv_file
 from loaders.imagefolder import BadDataError
-from pipeline import cli
-from pipeline.runs import load_checkpoint
 
 require_ffcv()
 from ffcv.fields import FloatField, IntField, RGBImageField  # noqa: E402

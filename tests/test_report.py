@@ -1,7 +1,7 @@
 import torch
 
+from app.report import activations_table, fixres_report
 from pipeline.activations import activation_stats
-from pipeline.report import activations_table, fixres_report
 
 
 def test_activations_table_rows():

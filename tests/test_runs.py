@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cli
-from pipeline.runs import RunDir, load_checkpoint
+from app import cli
+from app.runs import RunDir, load_checkpoint
 
 FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
 

@@ -5,9 +5,9 @@ import argparse
 import pytest
 from test_models import small_net, two_sgd_steps
 
+from app.options import TrainConfig
+from app.session import prepare_model, start_session
 from pipeline.config import add_arguments, from_args
-from pipeline.options import TrainConfig
-from pipeline.session import prepare_model, start_session
 
 
 def config(*argv: str) -> TrainConfig:

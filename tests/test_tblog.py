@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from pipeline import cli
-from pipeline.engine import BAR_EVERY
-from pipeline.options import OptimConfig
-from pipeline.tblog import EPOCH_SCALARS, check_log
+from app import cli
+from app.engine import BAR_EVERY
+from app.options import OptimConfig
+from app.tblog import EPOCH_SCALARS, check_log
 
 STEP_SCALARS = ("lr", "res", "loss", "acc", "img_per_s", "data_wait_share")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import cli
-from pipeline.runs import load_checkpoint
+from app import cli
+from app.runs import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]

@@ -14,13 +14,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from app.jobs import run_finetune, run_sweep, run_train, sweep_name
+from app.options import CommonConfig, FinetuneConfig, FixResConfig, SweepConfig, TrainConfig, parse_resolutions
+from app.report import fixres_report
+from app.session import join_ranks, run_folder, source_folder
 from pipeline.console import say
 from pipeline.distributed import DistContext, on_main
 from pipeline.fixres import recommended_test_res
-from pipeline.jobs import run_finetune, run_sweep, run_train, sweep_name
-from pipeline.options import CommonConfig, FinetuneConfig, FixResConfig, SweepConfig, TrainConfig, parse_resolutions
-from pipeline.report import fixres_report
-from pipeline.session import join_ranks, run_folder, source_folder
 
 
 def stage_result(result: Path, run: Callable[[], object], dist: DistContext, valid=lambda _: True) -> dict:

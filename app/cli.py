@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.config import add_arguments, from_args
-from pipeline.jobs import run_activations, run_finetune, run_recalibrate, run_sweep, run_train
-from pipeline.options import (
+from app.jobs import run_activations, run_finetune, run_recalibrate, run_sweep, run_train
+from app.options import (
     ActivationsConfig,
     FinetuneConfig,
     FixResConfig,
@@ -27,7 +26,8 @@ from pipeline.options import (
     SweepConfig,
     TrainConfig,
 )
-from pipeline.study import run_fixres
+from app.study import run_fixres
+from pipeline.config import add_arguments, from_args
 
 JOBS = {
     "train": (TrainConfig, run_train, "train from scratch at K_train (RandomResizedCrop)"),

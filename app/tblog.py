@@ -7,7 +7,7 @@ epoch `epoch/*` at the epoch's last step.
 
 from __future__ import annotations
 
-from pipeline.runs import RunDir
+from app.runs import RunDir
 
 LOGS = ("jsonl", "tensorboard")
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "train_img_per_s", "data_wait_share")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.tblog import check_log
 from loaders import BACKENDS
 from loaders.orientation import ORIENTATIONS
 from pipeline.config import check_count, check_positive_int, opt, parse_floats, positive_ints
@@ -14,7 +15,6 @@ from pipeline.finetune import FINETUNE_AUGMENTATIONS
 from pipeline.fixres import sweep_resolutions
 from pipeline.optim import LrSchedule
 from pipeline.sizes import ConstantSize, LinearRamp, MixSize, SizePolicy
-from pipeline.tblog import check_log
 
 
 @dataclass

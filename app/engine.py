@@ -11,24 +11,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from app.datawait import DataClock, starvation_verdict
+from app.options import OptimConfig
+from app.runs import RunDir
+from app.session import Session
+from app.tblog import TensorBoardLog, tensorboard_log
 from pipeline.console import say
-from pipeline.datawait import DataClock, starvation_verdict
 from pipeline.distributed import DistContext, all_sum, barrier
 from pipeline.optim import LrSchedule, set_lr
 from pipeline.precision import Precision
-from pipeline.runs import RunDir
-from pipeline.tblog import TensorBoardLog, tensorboard_log
-
-if TYPE_CHECKING:  # the session module builds loaders; the loops only read its fields
-    from pipeline.options import OptimConfig
-    from pipeline.session import Session
 
 BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
 

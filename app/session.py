@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from app.options import CommonConfig, FromCheckpoint
+from app.runs import CHECKPOINT, RunDir, claim_run_folder, load_checkpoint
 from loaders import create_loader
 from loaders.base import LoaderConfig
 from loaders.indexcache import JOB_ENV
@@ -21,9 +23,7 @@ from loaders.sources import class_names, split_root
 from pipeline.console import progress_enabled, say
 from pipeline.distributed import DistContext, from_main, init_from_env, on_main
 from pipeline.models import compile_model, create_model, load_weights
-from pipeline.options import CommonConfig, FromCheckpoint
 from pipeline.precision import Precision, resolve_device, resolve_precision
-from pipeline.runs import CHECKPOINT, RunDir, claim_run_folder, load_checkpoint
 from pipeline.sizes import ConstantSize
 
 

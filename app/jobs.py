@@ -1,9 +1,9 @@
 """The jobs: train, finetune, sweep, recalibrate, activations (fixres, which runs several of
-them, is in pipeline/study.py).
+them, is in app/study.py).
 
-Each takes its configuration (pipeline/options.py), writes its own run folder and returns
-what a caller needs (the folder, or the sweep's rows); pipeline/cli.py maps commands to them.
-Every rank runs a job alike; rank 0 alone writes (pipeline/runs.py) and reads what it wrote
+Each takes its configuration (app/options.py), writes its own run folder and returns
+what a caller needs (the folder, or the sweep's rows); app/cli.py maps commands to them.
+Every rank runs a job alike; rank 0 alone writes (app/runs.py) and reads what it wrote
 (pipeline/distributed.py `on_main`).
 """
 
@@ -18,16 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.activations import activation_stats, pooled_features
-from pipeline.bn import recalibrate_bn
-from pipeline.console import say
-from pipeline.distributed import on_main, rank_share
-from pipeline.engine import evaluate, fit
-from pipeline.finetune import FINETUNE_AUGMENTATIONS, finetune_parameters
-from pipeline.fixres import apparent_size_ratio, recommended_test_res
-from pipeline.models import create_model, load_weights
-from pipeline.optim import make_sgd
-from pipeline.options import (
+from app.engine import evaluate, fit
+from app.options import (
     ActivationsConfig,
     CommonConfig,
     FinetuneConfig,
@@ -37,10 +29,9 @@ from pipeline.options import (
     TrainConfig,
     parse_resolutions,
 )
-from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
-from pipeline.report import activations_table, plot_activation_cdfs, sweep_table
-from pipeline.runs import RunDir, claim_run_folder, load_checkpoint
-from pipeline.session import (
+from app.report import activations_table, plot_activation_cdfs, sweep_table
+from app.runs import RunDir, claim_run_folder, load_checkpoint
+from app.session import (
     Session,
     announce,
     join_ranks,
@@ -52,6 +43,15 @@ from pipeline.session import (
     source_folder,
     start_session,
 )
+from pipeline.activations import activation_stats, pooled_features
+from pipeline.bn import recalibrate_bn
+from pipeline.console import say
+from pipeline.distributed import on_main, rank_share
+from pipeline.finetune import FINETUNE_AUGMENTATIONS, finetune_parameters
+from pipeline.fixres import apparent_size_ratio, recommended_test_res
+from pipeline.models import create_model, load_weights
+from pipeline.optim import make_sgd
+from pipeline.parametric import Frechet, fit_distance, fit_frechet, with_equalization
 from pipeline.sizes import ConstantSize
 
 
