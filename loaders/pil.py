@@ -13,7 +13,7 @@ GIL while they decode and resample, which is nearly all of a worker's time, so t
 do, and a batch reaches the trainer without being sent between processes (DataLoader worker
 processes pass each batch through shared memory and a pipe, and the main process unpickles
 it: with processes, 62-83% of the single-core work rate reaches the trainer on two cores,
-with threads 80-104%; README, loader benchmark).
+with threads 80-104%; docs/results, loader benchmark).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ zeros stay zero (a deterministic map cannot spread the mass at zero).
 Fitting: maximum likelihood of the censored model (exact zeros contribute ln F(0), positive
 values ln f(x)), by Newton steps on (lower end of the support, sigma / xi[, xi]) in a
 parametrisation that keeps every observation inside the support. Appendix A of the paper is
-not in reference/; the form above and xi = 0.3 are as summarised from it (see the README for
+not in reference/; the form above and xi = 0.3 are as summarised from it (see docs/method.md for
 where this departs: the censoring at zero and the fitting method are ours).
 """
 
