@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.reuse import write_bytes, write_json, written
 from pipeline.tensorfile import read_tensors
 
 CHECKPOINT = "checkpoint.pt"
@@ -43,11 +44,11 @@ class RunDir:
 
     def write_json(self, name: str, data) -> None:
         if self.writer:
-            atomic_write_bytes(self.path / name, (json.dumps(data, indent=2, default=str) + "\n").encode())
+            write_json(self.path / name, data)
 
     def write_text(self, name: str, text: str) -> None:
         if self.writer:
-            atomic_write_bytes(self.path / name, text.encode())
+            write_bytes(self.path / name, text.encode())
 
     def log(self, record: dict) -> None:
         if self.writer:
@@ -62,13 +63,12 @@ class RunDir:
         """Forget logged epochs >= `epoch` (run again after a resume)."""
         if self.writer:
             kept = [m for m in self.metrics() if m.get("epoch", -1) < epoch]
-            atomic_write_bytes(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept).encode())
+            write_bytes(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept).encode())
 
     def save_checkpoint(self, state: dict) -> None:
         if self.writer:
-            tmp = self.path / (CHECKPOINT + ".tmp")
-            torch.save({k: v if k in TORCH_STATES else plain(v) for k, v in state.items()}, tmp)
-            os.replace(tmp, self.path / CHECKPOINT)
+            with written(self.path / CHECKPOINT) as tmp:
+                torch.save({k: v if k in TORCH_STATES else plain(v) for k, v in state.items()}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -95,9 +95,3 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v) for v in value)
     return value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -21,11 +21,13 @@ from app.session import join_ranks, run_folder, source_folder
 from pipeline.console import say
 from pipeline.distributed import DistContext, on_main
 from pipeline.fixres import recommended_test_res
+from pipeline.reuse import read_json
 
 
 def stage_result(result: Path, run: Callable[[], object], dist: DistContext, valid=lambda _: True) -> dict:
     """The JSON at `result`, after calling `run` on every rank (it writes the file) unless a
-    file there already passes `valid`."""
+    file there already passes `valid`. Not pipeline.reuse.reused_or_built: rank 0 alone checks
+    the file, and every rank runs the stage."""
     done = on_main(lambda: finished(result, valid), dist)
     if done is None:
         run()
@@ -34,10 +36,8 @@ def stage_result(result: Path, run: Callable[[], object], dist: DistContext, val
 
 
 def finished(result: Path, valid: Callable[[dict], bool]) -> dict | None:
-    if not result.exists():
-        return None
-    done = json.loads(result.read_text())
-    return done if valid(done) else None
+    done = read_json(result)
+    return done if done is not None and valid(done) else None
 
 
 def trained(cfg: TrainConfig) -> dict:

@@ -31,6 +31,7 @@ from bench.common import ProcessTreeMonitor, add_output_arguments, parse_ints, s
 from pipeline.console import progress_enabled, run_command, say
 from pipeline.distributed import DistContext, on_main
 from pipeline.fixres import recommended_test_res
+from pipeline.reuse import write_json
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Preset:
 
 
 PRESETS = {
-    # About 20 minutes on 2 CPU cores: resnet_tiny on the embedded 10-class set.
+    # Sized for 2 CPU cores (its duration: docs/results/measured-notes.md): resnet_tiny on the embedded set.
     "demo": Preset(
         data="data/demo",
         model="resnet_tiny",
@@ -125,7 +126,7 @@ def write_stage(path: Path, stage: dict) -> None:
     if summary.exists():
         stage = {**stage, "train_seconds": json.loads(summary.read_text())["train_seconds"]}
     path.mkdir(parents=True, exist_ok=True)
-    (path / "bench_stage.json").write_text(json.dumps(stage, indent=2) + "\n")
+    write_json(path / "bench_stage.json", stage)
 
 
 def peak_mb(monitor: ProcessTreeMonitor) -> float:

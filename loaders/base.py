@@ -182,8 +182,7 @@ def normalised(
     # Channels-last memory is rows of W x 3 values: against a scale and shift tiled to a row's
     # length, the kernel's inner loop runs over whole rows (a broadcast of 3 values makes it
     # loop in threes), and a conversion, then one fused multiply-add in place, beats addcmul
-    # converting uint8 as it reads. 128 px, batch 128, one core: 6.8 ms against 11.7 ms for
-    # the broadcast addcmul, 25 ms for convert, multiply, add.
+    # converting uint8 as it reads, and convert, multiply, add (docs/results/measured-notes.md).
     width = nhwc.shape[2]
     rows = nhwc.reshape(-1, width * 3).to(dtype)
     torch.addcmul(shift.repeat(width), rows, scale.repeat(width), out=rows)

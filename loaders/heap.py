@@ -2,14 +2,13 @@
 
 glibc's malloc serves blocks above a threshold with mmap and unmaps them on free, but raises the
 threshold (up to 32 MB) each time such a block is freed; from then on batch-sized buffers (a
-256 x 64 x 64 float batch is 12.6 MB) come from the heap, which fragments and holds hundreds of
-MB between batches: measured over 200 batches of 256 at 64 px, the main process's unique memory
-swung between 25 and 590 MB with the dynamic threshold, and stayed at 25 MB with a fixed one.
+256 x 64 x 64 float batch is 12.6 MB) come from the heap, which fragments and holds many times a
+batch between batches; with a fixed threshold the main process's memory stays flat.
 
 Only for a loader that feeds a GPU: there the process's large host blocks are batch buffers. When
 the model trains on the CPU, its activations are host blocks too, and mapping each one afresh
-cost a third of the training speed (resnet_tiny, 64 px, demo set: 112 against 174 img/s); a
-threshold of 8 MB still cost 18%. CPU runs keep glibc's dynamic threshold.
+slowed training markedly, at a higher fixed threshold too. CPU runs keep glibc's dynamic
+threshold. The figures: docs/results/measured-notes.md.
 """
 
 from __future__ import annotations

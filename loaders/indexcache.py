@@ -19,10 +19,8 @@ next process builds.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -32,6 +30,8 @@ import numpy as np
 
 from loaders.cache import cache_dir
 from loaders.imagefolder import BadDataError, ImageIndex, PathList, class_folders, scan_image_folder
+from pipeline.console import say
+from pipeline.reuse import product_key, written
 
 FORMAT = 3  # bump when the stored arrays change meaning
 JOB_ENV = "LOWRES_JOB"
@@ -48,8 +48,7 @@ class ScanSettings:
     formats: tuple[str, ...] | None = None  # the backend's decodable formats, sorted
 
     def key(self, root: Path) -> str:
-        text = json.dumps([FORMAT, str(root), asdict(self)])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return product_key(FORMAT, str(root), asdict(self))
 
 
 def index_file(root: Path, settings: ScanSettings) -> Path:
@@ -82,8 +81,7 @@ def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
         "job": job_id(),
     }
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as f:
+    with written(path) as partial, open(partial, "wb") as f:
         np.savez(
             f,
             names=index.paths.names,
@@ -94,7 +92,6 @@ def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
             signature=signature,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         )
-    os.replace(partial, path)
 
 
 def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
@@ -125,11 +122,6 @@ def job_id() -> str:
     return "" if run_id == "none" else run_id
 
 
-def say(msg: str, loud: bool) -> None:
-    if loud:
-        print(msg, file=sys.stderr, flush=True)
-
-
 def stored_index(
     root: str | os.PathLike, settings: ScanSettings, rescan: bool = False, progress: bool = True, loud: bool = True
 ) -> ImageIndex:
@@ -145,20 +137,19 @@ def stored_index(
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(path.name + ".lock"), "a")
     except OSError as e:
-        print(
+        say(
             f"index: cannot store the index of {root} under {path.parent} ({e}); scanning without "
             "storing it (set LOWRES_CACHE to a writable folder)",
-            file=sys.stderr,
-            flush=True,
+            err=True,
         )
         return scan(given, settings, progress)
     with lock:  # closing the file (or the process dying) releases the lock
         waited_from = time.time()
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return reused_or_built(given, root, settings, path, rescan, waited_from, progress, loud)
+        return index_under_lock(given, root, settings, path, rescan, waited_from, progress, loud)
 
 
-def reused_or_built(
+def index_under_lock(
     given: str,
     root: Path,
     settings: ScanSettings,
@@ -168,7 +159,9 @@ def reused_or_built(
     progress: bool,
     loud: bool,
 ) -> ImageIndex:
-    """Under the lock: the stored index if still valid, else a fresh scan, stored."""
+    """Under the lock: the stored index if still valid, else a fresh scan, stored. Not
+    pipeline.reuse.reused_or_built: the check reads the listing signature stored in the index, a
+    rescan may reuse what another process built meanwhile, and a failure must reach the waiters."""
     failed = path.with_name(path.name + ".failed")
     if failed.is_file() and failed.stat().st_mtime >= waited_from:
         said = failed.read_text(errors="surrogateescape")
@@ -182,9 +175,11 @@ def reused_or_built(
             # Built while this process waited, or by another rank of this torchrun job: never rescan twice.
             fresh = path.stat().st_mtime >= waited_from or meta["job"] == job_id() != ""
             if np.array_equal(stored, signature) and (fresh or not rescan):
-                say(
-                    f"index: reused {path} for {root} (built {meta['built']}, folder listing unchanged; {how_to})", loud
-                )
+                if loud:
+                    say(
+                        f"index: reused {path} for {root} (built {meta['built']}, folder listing unchanged; {how_to})",
+                        err=True,
+                    )
                 return index
             if not rescan:
                 why = "the folder changed since"
@@ -201,7 +196,7 @@ def reused_or_built(
     say(
         f"index: scanned {root} in {time.perf_counter() - started:.1f} s ({why}); stored as {path}, reused "
         f"while the folder listing is unchanged ({how_to})",
-        True,
+        err=True,
     )
     return index
 

@@ -31,14 +31,13 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
 from loaders.base import LoaderConfig, to_model_input
-from loaders.imagefile import encoded_header, jpeg_header
+from loaders.imagefile import JPEG_SOI, encoded_header, jpeg_header
 from loaders.imagefolder import ImageIndex
 from loaders.orientation import reset_orientation, turned_crops
 from loaders.pil import PilLoader
 from loaders.plan import BatchTask, decode_regions
 from loaders.prefetch import prefetched, to_device
 
-JPEG_SOI = (0xFF, 0xD8)  # a JPEG's first two bytes, whatever its file name says
 CODECS = ("torchcodec", "torchvision")
 CANVAS_BYTES = 256 * 2**20  # the float canvas of one roi_align call; a batch needing more is cropped in chunks
 TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
@@ -104,7 +103,7 @@ def decode_batch(
 def batch_decodable(data: torch.Tensor, device: torch.device) -> bool:
     """Whether the file goes to the batched JPEG decoder: a JPEG, and on CUDA one of 1 or 3
     components (nvJPEG has failed on CMYK, NVIDIA/DALI#1204)."""
-    if tuple(data[:2].tolist()) != JPEG_SOI:
+    if data[:2].numpy().tobytes() != JPEG_SOI:  # a JPEG whatever its file name says
         return False
     header = jpeg_header(lambda offset, count: data[offset : offset + count].numpy().tobytes())
     return device.type == "cpu" or (header is not None and header.mode in ("RGB", "L"))

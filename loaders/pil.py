@@ -12,8 +12,8 @@ Workers are threads of the main process by default: simplejpeg, Pillow and torch
 GIL while they decode and resample, which is nearly all of a worker's time, so threads use the cores as processes
 do, and a batch reaches the trainer without being sent between processes (DataLoader worker
 processes pass each batch through shared memory and a pipe, and the main process unpickles
-it: with processes, 62-83% of the single-core work rate reaches the trainer on two cores,
-with threads 80-104%; docs/results, loader benchmark).
+it: with threads more of the single-core work rate reaches the trainer; the loader benchmark's
+figures are in docs/results/measured-notes.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.base import LoaderConfig, to_model_input
-from loaders.imagefile import ImageTooLarge, check_size, encoded_header
+from loaders.imagefile import JPEG_SOI, ImageTooLarge, check_size, encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.orientation import turned_crops
 from loaders.plan import BatchTask, plan_epoch
@@ -42,7 +42,6 @@ except ImportError:  # an optional speed-up: Pillow's decoder gives the same pix
 
 PREFETCH_PER_WORKER = 2  # batches in flight per worker, as DataLoader's default prefetch_factor
 DCT_SCALES = (8, 4, 2, 1)  # the reductions libjpeg can apply while decoding (Image.draft)
-JPEG_SOI = b"\xff\xd8"
 TURBO_COLORSPACES = ("Gray", "YCbCr", "RGB")  # simplejpeg converts these to RGB as Pillow does
 
 

@@ -20,7 +20,6 @@ same DIR are refused). A split is complete when prepared.json lists it under "co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from collections import Counter
@@ -36,9 +35,9 @@ from loaders.imagefolder import BadDataError, add_scan_arguments, scan_image_fol
 from loaders.stored_size import split_max_side
 from loaders.workpool import pool_results
 from pipeline.console import progress_enabled, run_command
+from pipeline.reuse import PARTIAL, read_json, write_json, written
 
 FORMAT = "lowres-prepared/1"
-PARTIAL = ".partial"
 CHUNK = 16  # files per task sent to a worker process
 
 
@@ -59,23 +58,19 @@ def store(src: str, dst: str, side: int, quality: int) -> tuple[str, str | None]
     or (src, problem) when the image cannot be decoded."""
     if os.path.exists(dst):
         return "done", None
-    tmp = f"{dst}.{os.getpid()}{PARTIAL}"
     try:
-        with open_image(src) as img:  # refuses a bomb (the file may have changed since the scan)
+        # open_image refuses a bomb (the file may have changed since the scan)
+        with written(Path(dst)) as tmp, open_image(src) as img:
             if max(img.size) <= side:
                 shutil.copyfile(src, tmp)
-                outcome = "copied"
-            else:
-                scale = side / max(img.size)
-                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-                img.draft("RGB", (2 * size[0], 2 * size[1]))  # a reduced DCT decode, still 2x oversampled
-                img.convert("RGB").resize(size, Image.LANCZOS).save(tmp, format="JPEG", quality=quality)
-                outcome = "resized"
+                return "copied", None
+            scale = side / max(img.size)
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            img.draft("RGB", (2 * size[0], 2 * size[1]))  # a reduced DCT decode, still 2x oversampled
+            img.convert("RGB").resize(size, Image.LANCZOS).save(tmp, format="JPEG", quality=quality)
+            return "resized", None
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         return src, f"unreadable image ({e})"
-    os.replace(tmp, dst)
-    return outcome, None
 
 
 def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, classes, args) -> dict:
@@ -115,10 +110,12 @@ def store_chunk(jobs: list[tuple[str, str]], side: int, quality: int) -> list[tu
 
 def read_manifest(path: Path, settings: PrepareSettings, source: str) -> dict:
     """The manifest of an earlier run into the same folder, or a new one; a run with other
-    settings or another source is refused rather than mixed in."""
-    if not path.is_file():
+    settings or another source is refused rather than mixed in. Not rebuilt when it differs,
+    as pipeline.reuse.reused_or_built would: the copy is made file by file, each one whole, so
+    a run carries on what an earlier one began."""
+    manifest = read_json(path)
+    if manifest is None:
         return {"format": FORMAT, "source": source, "settings": asdict(settings), "complete": {}}
-    manifest = json.loads(path.read_text())
     if (
         manifest.get("format") != FORMAT
         or manifest.get("settings") != asdict(settings)
@@ -131,19 +128,13 @@ def read_manifest(path: Path, settings: PrepareSettings, source: str) -> dict:
     return manifest
 
 
-def write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_name(path.name + PARTIAL)
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def prepare(args) -> dict:
     settings = PrepareSettings(args.for_res, args.jpeg_quality)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "prepared.json"
     manifest = read_manifest(manifest_path, settings, str(Path(args.data).resolve()))
-    write_manifest(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     classes = None
     for split in args.splits.split(","):
         side = split_max_side(split, settings.for_res)
@@ -156,7 +147,7 @@ def prepare(args) -> dict:
             flush=True,
         )
         manifest["complete"][split] = {k: v for k, v in done.items() if k != "classes"}
-        write_manifest(manifest_path, manifest)
+        write_json(manifest_path, manifest)
     return manifest
 
 

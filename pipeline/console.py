@@ -15,8 +15,10 @@ DEBUG_FLAG, DEBUG_ENV = "--debug", "LOWRES_DEBUG"
 READABLE_ERRORS = (ValueError, OSError, ImportError)
 
 
-def say(msg: str) -> None:
-    print(msg, flush=True)
+def say(msg: str, err: bool = False) -> None:
+    """A line for the person running the command: on stdout, or with `err` on stderr (notes on
+    cached data, which must not mix into a command's printed results)."""
+    print(msg, file=sys.stderr if err else None, flush=True)
 
 
 def progress_enabled(wanted: bool = True) -> bool:

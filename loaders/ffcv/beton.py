@@ -21,10 +21,8 @@ or foreign file would otherwise surface as a numba error, garbage pixels or a cr
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +33,8 @@ from loaders.cache import cache_dir
 from loaders.ffcv.write import FORMAT, WriterSettings, class_map_path, write_beton
 from loaders.imagefile import MAX_PIXELS
 from loaders.imagefolder import BadDataError, class_folders, scan_image_folder
+from pipeline.console import say
+from pipeline.reuse import product_key, reused_or_built
 
 SUFFIXES = (".beton", ".ffcv")
 IMAGE_TYPE, LABEL_TYPE = 2, 1  # FFCV type ids of RGBImageField and IntField
@@ -263,28 +263,36 @@ def cache_settings(cfg: LoaderConfig) -> WriterSettings:
 
 
 def cached_beton(cfg: LoaderConfig, progress: bool) -> Beton:
+    """The split folder's .beton in the cache, written first unless a file of the same key is
+    there (the key holds everything that makes the file, so one that exists is current)."""
     root = Path(cfg.root).resolve()
     path = cache_dir("ffcv") / f"{root.name}-{cache_key(root, cfg)}.beton"
-    if not path.is_file():
-        print(
-            f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes resolution-aware .beton files)",
-            file=sys.stderr,
-            flush=True,
-        )
-        index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
-        write_beton(index, path, cache_settings(cfg), max(cfg.workers, 1), progress, cfg.skip_bad)
-    return open_beton(path)
+    return reused_or_built(path, open_beton, lambda: open_beton(written_beton(root, path, cfg, progress)))
+
+
+def written_beton(root: Path, path: Path, cfg: LoaderConfig, progress: bool) -> Path:
+    say(
+        f"ffcv: writing {root} to {path} (once; python -m loaders.ffcv write makes resolution-aware .beton files)",
+        err=True,
+    )
+    index = scan_image_folder(root, cfg.classes, "full", cfg.skip_bad, progress=progress)
+    return write_beton(index, path, cache_settings(cfg), max(cfg.workers, 1), progress, cfg.skip_bad)
 
 
 def cache_key(root: Path, cfg: LoaderConfig) -> str:
     folders = class_folders(root)
     classes = cfg.classes or folders  # the same labels whether or not the caller names the classes
-    h = hashlib.sha256(json.dumps([str(root), classes, cfg.skip_bad, asdict(cache_settings(cfg))]).encode())
+    return product_key(
+        str(root), classes, cfg.skip_bad, asdict(cache_settings(cfg)), listing=folder_listing(root, folders)
+    )
+
+
+def folder_listing(root: Path, folders: list[str]):
+    """One line per file of the class folders: its name, size and modification time."""
     for name in folders:
         for entry in sorted(os.scandir(root / name), key=lambda e: e.name):
             st = listed_stat(entry)
-            h.update(os.fsencode(f"{name}/{entry.name}:{st.st_size}:{st.st_mtime_ns}\n"))  # names are bytes
-    return h.hexdigest()[:16]
+            yield os.fsencode(f"{name}/{entry.name}:{st.st_size}:{st.st_mtime_ns}\n")  # names are bytes
 
 
 def listed_stat(entry: os.DirEntry) -> os.stat_result:

@@ -11,7 +11,6 @@ name, or with skip_bad is left out, counted, and the rest written again.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from loaders.ffcv.watch import NOT_STARTED, WriteFailure, watched_writer
 from loaders.imagefile import open_image
 from loaders.imagefolder import BadDataError, ImageIndex
 from loaders.orientation import codes, oriented
+from pipeline.reuse import write_json, written
 
 WRITE_MODES = ("raw", "jpg", "smart", "proportion")
 FORMAT = "lowres-ffcv/1"
@@ -127,26 +127,23 @@ def write_beton(
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
-    while True:
-        try:
-            write_samples(index, partial, settings, max(workers, 1), progress)
-            break
-        except WriteFailure as failure:
-            index = without_failed(index, failure, skip_bad)
-    meta = {
-        "format": FORMAT,
-        "classes": index.classes,
-        "images": len(index),
-        "source": index.root,
-        "settings": asdict(settings),
-        "skipped": {why: len(p) for why, p in index.skipped.items()},
-        "notes": dict(index.notes),
-    }
-    meta_partial = partial.with_name(partial.name + ".json")
-    meta_partial.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(meta_partial, class_map_path(out))
-    os.replace(partial, out)
+    with written(out) as temp:
+        while True:
+            try:
+                write_samples(index, temp, settings, max(workers, 1), progress)
+                break
+            except WriteFailure as failure:
+                index = without_failed(index, failure, skip_bad)
+        meta = {
+            "format": FORMAT,
+            "classes": index.classes,
+            "images": len(index),
+            "source": index.root,
+            "settings": asdict(settings),
+            "skipped": {why: len(p) for why, p in index.skipped.items()},
+            "notes": dict(index.notes),
+        }
+        write_json(class_map_path(out), meta)
     return out
 
 
