@@ -3,14 +3,16 @@
 import io
 import struct
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
-from loaders.imagefile import MAX_PIXELS, ImageTooLarge, encoded_header, jpeg_header, open_image
+from loaders.imagefile import MAX_PIXELS, ImageTooLarge, encoded_header, jpeg_header, open_image, pillow_header
 from loaders.orientation import TAG, oriented, reset_orientation
+from tests.jpeg_variants import without_adobe_marker
 
 
 def jpeg_bytes(mode="RGB", side=(40, 30), **save) -> bytes:
@@ -39,6 +41,19 @@ def test_jpeg_header_agrees_with_pillow(mode, save):
         assert (header.format, header.width, header.height, header.mode) == ("JPEG", *img.size, img.mode)
     sos = data.index(b"\xff\xda")
     assert header.data_start == sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # just after the scan header
+
+
+@pytest.mark.parametrize("mode,strip,unmarked", [("CMYK", False, False), ("CMYK", True, True), ("RGB", False, False)])
+def test_adobe_marker_is_noted_as_pillow_sees_it(mode, strip, unmarked, tmp_path):
+    data = jpeg_bytes(mode)
+    data = without_adobe_marker(data) if strip else data
+    header = jpeg_header(lambda offset, count: data[offset : offset + count])
+    with Image.open(io.BytesIO(data)) as img:
+        assert header.adobe == ("adobe" in img.info) == (mode == "CMYK" and not strip)
+    assert header.unmarked_cmyk == unmarked
+    (tmp_path / "x.png").write_bytes(data)  # Pillow's header reader, for JPEGs this parser cannot follow
+    with open(tmp_path / "x.png", "rb") as f:
+        assert pillow_header(f, "x.png") == replace(header, data_start=0, orientation_at=-1)
 
 
 def test_jpeg_header_gives_up_on_garbage():
