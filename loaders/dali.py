@@ -51,6 +51,7 @@ from loaders.imagefolder import BadDataError, ImageIndex, check_image
 from loaders.indexcache import RESCAN_ENV
 from loaders.orientation import turned_crops
 from loaders.plan import BatchTask, decode_regions, plan_epoch
+from loaders.recode import PillowCopies
 
 PREFETCH = 2  # batches DALI prepares while the trainer consumes one
 
@@ -87,13 +88,18 @@ class BatchFeed:
     def __init__(self, index: ImageIndex):
         self.paths = index.paths
         self.sizes = index.sizes
+        self.unmarked = index.unmarked_cmyk if index.unmarked_cmyk is not None else np.zeros(len(index), bool)
+        self.copies = PillowCopies()  # DALI reads CMYK without Adobe's marker uninverted (loaders/recode.py)
         self.tasks: list[BatchTask] = []
+
+    def encoded_path(self, i: int) -> bytes:
+        return self.copies.path(self.paths[i]) if self.unmarked[i] else self.paths.encoded(i)
 
     def __call__(self, info):
         if info.iteration >= len(self.tasks):
             raise StopIteration
         task = self.tasks[info.iteration]
-        names = [np.frombuffer(self.paths.encoded(i), dtype=np.uint8) for i in task.indices]
+        names = [np.frombuffer(self.encoded_path(i), dtype=np.uint8) for i in task.indices]
         regions = decode_regions(task.boxes, self.sizes[task.indices], task.res)
         roi = task.boxes.astype(np.float64)
         roi[:, :2] -= regions[:, :2]  # the box in the decoded region's coordinates

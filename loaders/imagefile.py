@@ -30,6 +30,7 @@ JPEG_EOI = b"\xff\xd9"
 SOS = 0xDA
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC are not frames
 APP1, EXIF = 0xE1, b"Exif\x00\x00"  # the EXIF segment and its payload's first bytes
+APP14, ADOBE = 0xEE, b"Adobe"  # Adobe's segment: among others, it says CMYK samples are stored inverted
 STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # components -> the mode Pillow reports
 
@@ -51,6 +52,13 @@ class Header:
     data_start: int = 0  # JPEG: where the first scan's entropy-coded data begins
     orientation: int = 1  # the EXIF orientation tag (1-8; 1 where absent), loaders/orientation.py
     orientation_at: int = -1  # JPEG: the file offset of the tag's value (-1: none)
+    adobe: bool = False  # JPEG: an APP14 "Adobe" segment is present
+
+    @property
+    def unmarked_cmyk(self) -> bool:
+        """A CMYK JPEG that does not say its samples are inverted: Pillow reads them as inverted all
+        the same (Adobe's convention, which CMYK JPEGs follow), DALI's decoder does not."""
+        return self.format == "JPEG" and self.mode == "CMYK" and not self.adobe
 
 
 def too_large(width: int, height: int) -> str | None:
@@ -71,7 +79,7 @@ def check_size(path: str, width: int, height: int) -> None:
 def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
     """The frame header of a JPEG given `read(offset, count)`, or None where the marker
     segments cannot be followed up to the first scan (Pillow then says what is wrong)."""
-    pos, frame, orientation = 2, None, None
+    pos, frame, orientation, adobe = 2, None, None, False
     while True:
         seg = read(pos, 10)
         if len(seg) < 2 or seg[0] != 0xFF:
@@ -93,12 +101,14 @@ def jpeg_header(read: Callable[[int, int], bytes]) -> Header | None:
         elif marker == APP1 and orientation is None and read(pos + 4, 6) == EXIF:  # the first one counts, as for Pillow
             code, at = exif_orientation(read(pos + 4, length - 2))
             orientation = code, pos + 4 + at if at >= 0 else -1
+        elif marker == APP14:
+            adobe = adobe or read(pos + 4, len(ADOBE)) == ADOBE
         elif marker == SOS:
             if frame is None or 0 in frame[:2]:  # height 0 (set by a later DNL marker): let Pillow judge
                 return None
             width, height, components = frame
             mode = JPEG_MODES.get(components, f"{components}-channel")
-            return Header("JPEG", width, height, mode, pos + 2 + length, *(orientation or (1, -1)))
+            return Header("JPEG", width, height, mode, pos + 2 + length, *(orientation or (1, -1)), adobe)
         elif marker == 0xD9 or length < 2:
             return None
         pos += 2 + length
@@ -134,8 +144,13 @@ def pillow_header(f: BinaryIO, path: str) -> Header:
     """Format, size and mode as Pillow reads them (no pixels decoded; raises OSError if unreadable)."""
     with open_image(f, path) as img:
         fmt = "JPEG" if img.format == "MPO" else img.format  # MPO: several JPEGs in one file
-        code = img.getexif().get(TAG, 1)
-        return Header(fmt, img.width, img.height, img.mode, orientation=code if code in TURNS else 1)
+        return Header(fmt, img.width, img.height, img.mode, orientation=orientation(img), adobe="adobe" in img.info)
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an opened image as Pillow's ImageOps.exif_transpose applies it (1-8)."""
+    code = img.getexif().get(TAG, 1)
+    return code if code in TURNS else 1
 
 
 @contextmanager

@@ -92,6 +92,7 @@ class ImageIndex:
     labels: np.ndarray  # (N,) int64
     sizes: np.ndarray  # (N, 2) int32: width, height as stored (the EXIF orientation not applied)
     orientations: np.ndarray | None = None  # (N,) uint8 EXIF orientation tags (1: none); None: all 1
+    unmarked_cmyk: np.ndarray | None = None  # (N,) bool: CMYK JPEGs without Adobe's marker; None: none
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths left out
     notes: Counter = field(default_factory=Counter)  # handled oddities: CMYK, grayscale, PNG in .JPEG
 
@@ -110,12 +111,14 @@ class ImageIndex:
         skipped.setdefault(why, []).extend(self.paths[i] for i in positions)
         paths = PathList.of(self.root, [self.paths.relative(i) for i in keep])
         orientations = None if self.orientations is None else self.orientations[keep]
+        unmarked = None if self.unmarked_cmyk is None else self.unmarked_cmyk[keep]
         return replace(
             self,
             paths=paths,
             labels=self.labels[keep],
             sizes=self.sizes[keep],
             orientations=orientations,
+            unmarked_cmyk=unmarked,
             skipped=skipped,
         )
 
@@ -127,29 +130,35 @@ class ImageIndex:
         return "; ".join(parts)
 
 
+UNREAD = (0, 0, None, 1, False)  # what check_image says of a file it cannot read, past the problem
+
+
 def check_image(
     path: str, full: bool, formats: frozenset[str] | None = None
-) -> tuple[str | None, int, int, str | None, int]:
-    """(problem or None, width, height, note or None, EXIF orientation) for one file. `formats`:
-    the Pillow format names the backend decodes (None: whatever Pillow opens)."""
+) -> tuple[str | None, int, int, str | None, int, bool]:
+    """(problem or None, width, height, note or None, EXIF orientation, CMYK without Adobe's
+    marker) for one file. `formats`: the Pillow format names the backend decodes (None: whatever
+    Pillow opens)."""
     try:
         header = checked_header(path, full, formats)
     except ImageTooLarge as e:
-        return e.why, 0, 0, None, 1
+        return e.why, *UNREAD
     except FileNotFoundError as e:
         if os.path.islink(path):
-            return f"broken symbolic link (to {os.readlink(path)})", 0, 0, None, 1
-        return f"unreadable image ({e})", 0, 0, None, 1
+            return f"broken symbolic link (to {os.readlink(path)})", *UNREAD
+        return f"unreadable image ({e})", *UNREAD
     except OSError as e:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
-        return f"unreadable image ({e})", 0, 0, None, 1
+        return f"unreadable image ({e})", *UNREAD
     if isinstance(header, str):
-        return header, 0, 0, None, 1
+        return header, *UNREAD
     note = None
     if (header.format == "JPEG") != path.lower().endswith((".jpg", ".jpeg")):
         note = f"{header.format} files named {Path(path).suffix}"  # decoded by content, not by name
+    elif header.unmarked_cmyk:
+        note = "CMYK JPEGs without Adobe's marker, read as inverted (as Pillow does)"
     elif header.mode != "RGB":
         note = f"{header.mode} images converted to RGB"
-    return None, header.width, header.height, note, header.orientation
+    return None, header.width, header.height, note, header.orientation, header.unmarked_cmyk
 
 
 def checked_header(path: str, full: bool, formats: frozenset[str] | None) -> Header | str:
@@ -237,7 +246,7 @@ def scan_image_folder(
     notes: Counter = Counter()
     bad: list[tuple[str, str]] = []
     keep = []
-    for i, (problem, _, _, note, _) in enumerate(results):
+    for i, (problem, _, _, note, _, _) in enumerate(results):
         if problem:
             bad.append((candidates[i], problem))
         else:
@@ -263,6 +272,7 @@ def scan_image_folder(
         labels=np.asarray([candidate_labels[i] for i in keep], dtype=np.int64),
         sizes=np.asarray([results[i][1:3] for i in keep], dtype=np.int32).reshape(-1, 2),
         orientations=np.asarray([results[i][4] for i in keep], dtype=np.uint8),
+        unmarked_cmyk=np.asarray([results[i][5] for i in keep], dtype=bool),
         skipped=skipped,
         notes=notes,
     )

@@ -33,7 +33,7 @@ from loaders.imagefolder import BadDataError, ImageIndex, PathList, class_folder
 from pipeline.console import say
 from pipeline.reuse import product_key, written
 
-FORMAT = 3  # bump when the stored arrays change meaning
+FORMAT = 4  # bump when the stored arrays change meaning
 JOB_ENV = "LOWRES_JOB"
 RESCAN_ENV = "LOWRES_RESCAN"
 
@@ -89,6 +89,7 @@ def save_index(index: ImageIndex, signature: np.ndarray, path: Path) -> None:
             labels=index.labels,
             sizes=index.sizes,
             orientations=index.orientations if index.orientations is not None else np.ones(len(index), np.uint8),
+            unmarked_cmyk=index.unmarked_cmyk if index.unmarked_cmyk is not None else np.zeros(len(index), bool),
             signature=signature,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         )
@@ -108,6 +109,7 @@ def load_index(path: Path, root: str) -> tuple[ImageIndex, np.ndarray, dict]:
             labels=z["labels"],
             sizes=z["sizes"],
             orientations=z["orientations"],
+            unmarked_cmyk=z["unmarked_cmyk"],
             skipped=meta["skipped"],
             notes=Counter(meta["notes"]),
         )

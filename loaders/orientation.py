@@ -21,7 +21,8 @@ import torch
 
 ORIENTATIONS = ("stored", "apply")
 TAG = 0x0112
-SHORT = 3  # the TIFF type of the tag's value
+# TIFF integer types -> bytes of one value: Pillow reads the tag whichever it is (SHORT, 3, by the standard)
+INTEGER_SIZES = {1: 1, 3: 2, 4: 4, 6: 1, 8: 2, 9: 4}
 # EXIF code -> (transpose, mirror top-bottom, mirror left-right) that takes the stored pixels to
 # the displayed ones, transposing first (Pillow's ImageOps.exif_transpose for each code).
 TURNS = {
@@ -51,15 +52,17 @@ def exif_orientation(payload: bytes | memoryview) -> tuple[int, int]:
     ifd = 6 + int.from_bytes(payload[10:14], order)
     count = u16(ifd) if ifd + 2 <= len(payload) else 0
     for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(payload) - 11), 12):
-        if u16(entry) == TAG and u16(entry + 2) == SHORT:
-            code = u16(entry + 8)
-            return (code, entry + 8) if code in TURNS else (1, -1)
+        if u16(entry) == TAG and (size := INTEGER_SIZES.get(u16(entry + 2))):
+            code = int.from_bytes(payload[entry + 8 : entry + 8 + size], order)
+            low = entry + 8 + (2 if size == 4 and order == "big" else 0)  # the 2 bytes that hold a code 1-8
+            return (code, low) if code in TURNS else (1, -1)
     return 1, -1
 
 
 def reset_orientation(data: torch.Tensor, at: int) -> torch.Tensor:
-    """A copy of the encoded file `data` whose orientation value (2 bytes at `at`, a code 2-8 in
-    either byte order) says 1, for decoders that always apply the tag (TorchCodec)."""
+    """A copy of the encoded file `data` whose orientation value (2 bytes at `at` that hold a code
+    2-8 in either byte order, the rest of the value being 0) says 1, for decoders that always
+    apply the tag (TorchCodec)."""
     data = data.clone()
     value = data[at : at + 2]
     value.copy_(torch.where(value != 0, 1, 0).to(torch.uint8))

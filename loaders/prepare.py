@@ -6,8 +6,9 @@
 DIR/<split>/<class>/<file> then holds every image of ROOT/<split> under the same name, stored
 at a longer side of at most the rule's side for the split (loaders/stored_size.py: train at
 256 px for a 128-px run, val for the default test sweep). Larger images are downscaled
-(Lanczos) and written as JPEG at --jpeg-quality (default 90, FFCV's recipe); images already
-small enough are copied byte for byte. Each split is scanned first like every loader's input,
+(Lanczos) and written as JPEG at --jpeg-quality (default 90, FFCV's recipe), in the stored frame
+with the source's EXIF orientation tag (and no other metadata); images already small enough are
+copied byte for byte. Each split is scanned first like every loader's input,
 so a bad file stops the command with its name, or with --skip-bad is left out and counted in
 DIR/prepared.json.
 
@@ -30,8 +31,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from loaders.imagefile import open_image
+from loaders.imagefile import open_image, orientation
 from loaders.imagefolder import BadDataError, add_scan_arguments, scan_image_folder
+from loaders.orientation import TAG
 from loaders.stored_size import split_max_side
 from loaders.workpool import pool_results
 from pipeline.console import progress_enabled, run_command
@@ -67,10 +69,21 @@ def store(src: str, dst: str, side: int, quality: int) -> tuple[str, str | None]
             scale = side / max(img.size)
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
             img.draft("RGB", (2 * size[0], 2 * size[1]))  # a reduced DCT decode, still 2x oversampled
-            img.convert("RGB").resize(size, Image.LANCZOS).save(tmp, format="JPEG", quality=quality)
+            small = img.convert("RGB").resize(size, Image.LANCZOS)
+            small.save(tmp, format="JPEG", quality=quality, exif=orientation_exif(orientation(img)))
             return "resized", None
     except OSError as e:
         return src, f"unreadable image ({e})"
+
+
+def orientation_exif(code: int) -> bytes:
+    """EXIF that holds the orientation tag `code` alone (none for 1): the copy keeps the stored
+    frame, so `--exif-orientation apply` turns it as it turns the source."""
+    if code == 1:
+        return b""
+    exif = Image.Exif()
+    exif[TAG] = code
+    return exif.tobytes()
 
 
 def prepare_split(root: Path, out: Path, side: int, settings: PrepareSettings, classes, args) -> dict:

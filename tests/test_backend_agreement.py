@@ -38,11 +38,6 @@ TOLERANCES = {
 # uint8 between them, so a crop turned by a transposing tag (5-8) has its passes in the other
 # order (a fifth of its pixels one level off).
 PILLOW_PASSES = 0.25
-# Files a backend decodes otherwise than Pillow, kept as known, measured gaps (docs/backends.md): the
-# test fails once one closes, so that the entry goes.
-KNOWN_GAPS = {
-    ("dali", "cmyk_plain"): "CMYK without Adobe's APP14 marker: Pillow assumes inverted samples, DALI does not",
-}
 BACKENDS = tuple(TOLERANCES)
 
 
@@ -72,8 +67,6 @@ def test_backends_crop_what_pil_crops(variants, backend, augment, orientation):
     if tolerance is None:
         pytest.skip(TOLERANCES[backend][2])
     off = {name: float((ours[name] - reference[name]).abs().mean()) for name in reference}
-    for gap in [name for b, name in KNOWN_GAPS if b == backend]:
-        assert off.pop(gap) > 50, f"{backend} now decodes {gap} as pil does: remove it from KNOWN_GAPS"
     worst = max(off, key=off.get)
     assert off[worst] <= tolerance, f"{backend} {augment} {orientation}: {worst} differs by {off[worst]:.2f}: {off}"
 

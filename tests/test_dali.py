@@ -19,6 +19,7 @@ from loaders.base import IMAGENET_MEAN, IMAGENET_STD
 from loaders.imagefolder import BadDataError
 from loaders.plan import plan_epoch
 from pipeline.sizes import Step
+from tests.jpeg_variants import jpeg_bytes, without_adobe_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 COORDINATE_SIZES = {"landscape": (256, 192), "portrait": (176, 240)}  # sides <= 256: one grey level per pixel
@@ -192,9 +193,10 @@ def test_eval_shards_cover_every_image_once(tiny_data):
 
 
 def test_handled_oddities_decode_like_pil(data_copy):
-    """PNG content under a .JPEG name, CMYK and grayscale JPEGs, and an EXIF orientation tag
-    (ignored by every backend, as by torchvision's ImageFolder): DALI decodes the same RGB."""
-    a, b, c, d = sorted((data_copy / "val" / sorted(p.name for p in (data_copy / "val").iterdir())[0]).iterdir())[:4]
+    """PNG content under a .JPEG name, CMYK JPEGs with and without Adobe's marker (which DALI alone
+    would read uninverted), grayscale, and an EXIF orientation tag (ignored by every backend, as by
+    torchvision's ImageFolder): DALI decodes the same RGB."""
+    a, b, c, d, e = sorted((data_copy / "val" / sorted(p.name for p in (data_copy / "val").iterdir())[0]).iterdir())[:5]
     Image.open(a).save(a, format="PNG")
     Image.open(b).convert("CMYK").save(b, format="JPEG", quality=95)
     Image.open(c).convert("L").save(c, format="JPEG")
@@ -202,8 +204,21 @@ def test_handled_oddities_decode_like_pil(data_copy):
         exif = img.getexif()
         exif[0x0112] = 6  # "rotate 90 degrees to display"
         img.save(d, format="JPEG", quality=95, exif=exif)
-    pil, dali = both_backends(data_copy, split="val", res=48, batch_size=4, augment="center", shuffle=False)
-    assert np.abs(pil[:4] - dali[:4]).max() <= 2
+    with Image.open(e) as img:
+        e.write_bytes(without_adobe_marker(jpeg_bytes(img.convert("CMYK"))))
+    pil, dali = both_backends(data_copy, split="val", res=48, batch_size=5, augment="center", shuffle=False)
+    assert np.abs(pil[:5] - dali[:5]).max() <= 2
+
+
+def test_cmyk_without_adobe_marker_damaged_after_the_scan_is_named(data_copy):
+    victim = sorted((data_copy / "val" / sorted(p.name for p in (data_copy / "val").iterdir())[0]).iterdir())[0]
+    with Image.open(victim) as img:
+        victim.write_bytes(without_adobe_marker(jpeg_bytes(img.convert("CMYK"))))
+    loader = make(data_copy, "dali", split="val", batch_size=6, augment="center", shuffle=False)
+    assert loader.index.unmarked_cmyk.tolist() == [True] + [False] * 17
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(BadDataError, match=rf"{victim.name}: unreadable image"):
+        batches(loader)
 
 
 def test_file_damaged_after_the_scan_is_named(data_copy):

@@ -1,13 +1,18 @@
 """Image headers read without Pillow, and the pixel limit every decode path applies."""
 
 import io
+import struct
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, ImageOps
 
-from loaders.imagefile import MAX_PIXELS, ImageTooLarge, encoded_header, jpeg_header, open_image
+from loaders.imagefile import MAX_PIXELS, ImageTooLarge, encoded_header, jpeg_header, open_image, pillow_header
+from loaders.orientation import TAG, oriented, reset_orientation
+from tests.jpeg_variants import without_adobe_marker
 
 
 def jpeg_bytes(mode="RGB", side=(40, 30), **save) -> bytes:
@@ -36,6 +41,19 @@ def test_jpeg_header_agrees_with_pillow(mode, save):
         assert (header.format, header.width, header.height, header.mode) == ("JPEG", *img.size, img.mode)
     sos = data.index(b"\xff\xda")
     assert header.data_start == sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # just after the scan header
+
+
+@pytest.mark.parametrize("mode,strip,unmarked", [("CMYK", False, False), ("CMYK", True, True), ("RGB", False, False)])
+def test_adobe_marker_is_noted_as_pillow_sees_it(mode, strip, unmarked, tmp_path):
+    data = jpeg_bytes(mode)
+    data = without_adobe_marker(data) if strip else data
+    header = jpeg_header(lambda offset, count: data[offset : offset + count])
+    with Image.open(io.BytesIO(data)) as img:
+        assert header.adobe == ("adobe" in img.info) == (mode == "CMYK" and not strip)
+    assert header.unmarked_cmyk == unmarked
+    (tmp_path / "x.png").write_bytes(data)  # Pillow's header reader, for JPEGs this parser cannot follow
+    with open(tmp_path / "x.png", "rb") as f:
+        assert pillow_header(f, "x.png") == replace(header, data_start=0, orientation_at=-1)
 
 
 def test_jpeg_header_gives_up_on_garbage():
@@ -72,3 +90,61 @@ def test_bytes_pillow_cannot_identify_name_their_file():
     """Pillow names a BytesIO by its repr; a worker's error must name the file."""
     with pytest.raises(Image.UnidentifiedImageError, match="'/data/cat.JPEG'"):
         encoded_header(b"not an image at all" * 10, "/data/cat.JPEG")
+
+
+def exif_segment(order: bytes, *entries: tuple[int, int, bytes]) -> bytes:
+    """An APP1 segment holding a TIFF structure in byte order `order` (b"II" or b"MM") whose first
+    IFD has the entries (tag, TIFF type, 4-byte value field), each of count 1."""
+    e = "<" if order == b"II" else ">"
+    ifd = struct.pack(e + "H", len(entries)) + b"".join(struct.pack(e + "HHI", t, k, 1) + v for t, k, v in entries)
+    payload = b"Exif\x00\x00" + order + struct.pack(e + "HI", 42, 8) + ifd + b"\x00" * 4
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def short(order: bytes, code: int) -> bytes:
+    return struct.pack("<HH" if order == b"II" else ">HH", code, 0)
+
+
+def long(order: bytes, code: int) -> bytes:
+    return struct.pack("<I" if order == b"II" else ">I", code)
+
+
+DESCRIPTION = (0x010E, 2, b"cat\x00")  # an ASCII tag before the orientation
+EXIF_CASES = {  # name -> (APP1 segments, the code Pillow's exif_transpose applies)
+    "big-endian": ([exif_segment(b"MM", (TAG, 3, short(b"MM", 6)))], 6),
+    "little-endian": ([exif_segment(b"II", (TAG, 3, short(b"II", 8)))], 8),
+    "after another tag": ([exif_segment(b"MM", DESCRIPTION, (TAG, 3, short(b"MM", 5)))], 5),
+    "LONG, big-endian": ([exif_segment(b"MM", (TAG, 4, long(b"MM", 7)))], 7),
+    "LONG, little-endian": ([exif_segment(b"II", (TAG, 4, long(b"II", 3)))], 3),
+    "in a second APP1": ([exif_segment(b"II", DESCRIPTION), exif_segment(b"II", (TAG, 3, short(b"II", 6)))], 1),
+    "first APP1 counts": (
+        [exif_segment(b"II", (TAG, 3, short(b"II", 2))), exif_segment(b"II", (TAG, 3, short(b"II", 6)))],
+        2,
+    ),
+    "out of range (9)": ([exif_segment(b"MM", (TAG, 3, short(b"MM", 9)))], 1),
+    "out of range (0)": ([exif_segment(b"II", (TAG, 3, short(b"II", 0)))], 1),
+    "text value": ([exif_segment(b"II", (TAG, 2, b"6\x00\x00\x00"))], 1),
+    "garbage": ([b"\xff\xe1\x00\x12Exif\x00\x00garbage!!!"], 1),
+    "no EXIF": ([], 1),
+}
+
+
+@pytest.mark.parametrize("case", EXIF_CASES)
+def test_exif_orientation_is_what_pillow_applies(case):
+    """The header's orientation is the turn ImageOps.exif_transpose gives (the first EXIF segment,
+    any integer type, codes outside 1-8 ignored), and resetting it leaves Pillow nothing to turn."""
+    segments, expected = EXIF_CASES[case]
+    plain = jpeg_bytes(quality=100, subsampling=0)
+    data = plain[:2] + b"".join(segments) + plain[2:]
+    header = jpeg_header(lambda offset, count: data[offset : offset + count])
+    assert header.orientation == expected
+    with Image.open(io.BytesIO(data)) as img:
+        stored = np.asarray(img.convert("RGB"))
+        shown = np.asarray(ImageOps.exif_transpose(img))
+    assert np.array_equal(oriented(stored, header.orientation), shown)
+    if header.orientation_at >= 0:
+        reset = reset_orientation(torch.frombuffer(bytearray(data), dtype=torch.uint8), header.orientation_at)
+        with Image.open(io.BytesIO(reset.numpy().tobytes())) as img:
+            assert img.getexif()[TAG] == 1
+    else:
+        assert expected == 1

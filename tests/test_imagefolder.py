@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from loaders.imagefolder import BadDataError, scan_image_folder
+from tests.jpeg_variants import jpeg_bytes, without_adobe_marker
 
 
 def first_image(root, split="train"):
@@ -58,17 +59,23 @@ def test_full_check_decodes_every_image(data_copy):
 
 
 def test_png_named_jpeg_cmyk_and_grayscale_are_handled(data_copy):
-    a, b, c = sorted((data_copy / "train" / sorted(os.listdir(data_copy / "train"))[0]).iterdir())[:3]
+    a, b, c, d = sorted((data_copy / "train" / sorted(os.listdir(data_copy / "train"))[0]).iterdir())[:4]
     Image.open(a).save(a, format="PNG")
     Image.open(b).convert("CMYK").save(b, format="JPEG")
     Image.open(c).convert("L").save(c, format="JPEG")
+    with Image.open(d) as img:
+        cmyk = jpeg_bytes(img.convert("CMYK"))
+    d.write_bytes(without_adobe_marker(cmyk))
     index = scan_image_folder(data_copy / "train", progress=False)
     assert len(index) == 48
     assert index.notes == {
         "PNG files named .JPEG": 1,
         "CMYK images converted to RGB": 1,
+        "CMYK JPEGs without Adobe's marker, read as inverted (as Pillow does)": 1,
         "L images converted to RGB": 1,
     }
+    assert index.unmarked_cmyk.tolist() == [False] * 3 + [True] + [False] * 44  # what DALI gets re-encoded
+    assert index.without([1], "left out").unmarked_cmyk.tolist() == [False] * 2 + [True] + [False] * 44
 
 
 def test_empty_class_folder(data_copy):

@@ -8,9 +8,12 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
+from test_imagefolder import first_image
 
 from loaders.imagefolder import BadDataError, scan_image_folder
 from loaders.indexcache import ScanSettings, index_file, stored_index
+from tests.jpeg_variants import jpeg_bytes, without_adobe_marker
 
 
 @pytest.fixture
@@ -26,6 +29,8 @@ def same_index(a, b) -> bool:
         and a.classes == b.classes
         and np.array_equal(a.labels, b.labels)
         and np.array_equal(a.sizes, b.sizes)
+        and np.array_equal(a.orientations, b.orientations)
+        and np.array_equal(a.unmarked_cmyk, b.unmarked_cmyk)
         and a.skipped == b.skipped
         and a.notes == b.notes
     )
@@ -33,12 +38,17 @@ def same_index(a, b) -> bool:
 
 def test_stored_once_then_reused(data_copy, cache, capfd):
     root = data_copy / "train"
+    victim = first_image(data_copy)  # a CMYK JPEG without Adobe's marker, which the index must remember
+    with Image.open(victim) as img:
+        cmyk = jpeg_bytes(img.convert("CMYK"))
+    victim.write_bytes(without_adobe_marker(cmyk))
     first = stored_index(root, ScanSettings(), progress=False)
     assert "index: scanned" in capfd.readouterr().err
     again = stored_index(root, ScanSettings(), progress=False)
     log = capfd.readouterr().err
     assert "index: reused" in log and "LOWRES_RESCAN=1 or --rescan rebuilds it" in log
     assert same_index(first, again) and same_index(again, scan_image_folder(root, progress=False))
+    assert again.unmarked_cmyk.sum() == 1
     stored = index_file(root.resolve(), ScanSettings())
     assert stored.parent == cache / "index"
     with np.load(stored, allow_pickle=False) as z:  # arrays only: nothing to unpickle

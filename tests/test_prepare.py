@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench import backend_agreement as agreement
 from loaders import create_loader
 from loaders.base import LoaderConfig
 from loaders.imagefolder import BadDataError, scan_image_folder
+from loaders.orientation import ORIENTATIONS, TAG
 from loaders.prepare import main as prepare
 from loaders.stored_size import split_max_side
 from pipeline.sizes import ConstantSize
@@ -77,3 +79,30 @@ def test_bad_image_is_named_or_skipped_and_counted(data_copy, tmp_path):
     manifest = run(data_copy, tmp_path / "b", "--splits", "train", "--skip-bad")
     assert sum(manifest["complete"]["train"]["skipped"].values()) == 1
     assert not (tmp_path / "b" / "train" / bad.parent.name / bad.name).exists()
+
+
+def test_copy_keeps_the_orientation_tag(data_copy, tmp_path):
+    """A downscaled copy keeps the source's EXIF orientation, so `--exif-orientation apply` turns
+    its crops as it turns the source's; "stored" ignores the tag on both."""
+    train, side = data_copy / "train", split_max_side("train", 32)
+    index = scan_image_folder(train, progress=False)
+    large = [index.paths.relative(i) for i in range(len(index)) if index.sizes[i].max() > side]  # re-encoded
+    tagged = dict(zip(large[::5], (6, 3, 8, 5)))
+    for name, code in tagged.items():
+        with Image.open(train / name) as img:
+            exif = img.getexif()
+            exif[TAG] = code
+            img.save(train / name, format="JPEG", quality=95, exif=exif)
+    run(data_copy, tmp_path / "p", "--splits", "train")
+    copy, source = tmp_path / "p" / "train", scan_image_folder(train, progress=False)
+    assert scan_image_folder(copy, progress=False).orientations.tolist() == source.orientations.tolist()
+    assert sorted(source.orientations[source.orientations != 1]) == [3, 5, 6, 8]
+    crops = {(root, o): agreement.crops(root, "pil", "center", o, 32) for root in (train, copy) for o in ORIENTATIONS}
+
+    def off(a, b, name):
+        return float((crops[a][name] - crops[b][name]).abs().mean())
+
+    for name in tagged:  # the copy's crop is the source's, downscaled, the same in both settings
+        downscaled = off((copy, "stored"), (train, "stored"), name)
+        assert abs(off((copy, "apply"), (train, "apply"), name) - downscaled) < 0.5
+        assert off((copy, "stored"), (train, "apply"), name) > 2 * downscaled  # what a copy without the tag gives
