@@ -1,7 +1,7 @@
 """How far each backend's crops are from pil's, and the eval crops from torchvision's Resize +
 CenterCrop, on a folder of real photos (root/<class>/<image>), per EXIF orientation setting.
 
-    python -m bench.backend_agreement --data DIR --res 128 --out bench/results/backend_agreement
+    python -m bench.backend_agreement --data DIR --res 128 --out bench/results/amd-epyc-2c/backend_agreement
 
 writes <out>.json and <out>.md: mean absolute difference per image in grey levels (0-255), its
 mean and worst over the images, and the largest pixel difference.
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--data", required=True, help="a split folder: <data>/<class>/<image>")
     parser.add_argument("--res", type=int, default=128)
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--out", default="bench/results/backend_agreement")
+    parser.add_argument("--out", default="bench/results/amd-epyc-2c/backend_agreement")
     args = parser.parse_args(argv)
     rows = measure(args.data, args.res, tuple(args.backends.split(",")))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
@@ -154,17 +155,48 @@ def canvas_chunks(extents: list[tuple[int, int]], budget: int = CANVAS_BYTES) ->
 
 
 def crop_batch(
-    images: list[torch.Tensor], boxes: torch.Tensor, flips: torch.Tensor, res: int, turns: np.ndarray | None = None
+    images: list[torch.Tensor],
+    boxes: torch.Tensor,
+    flips: torch.Tensor,
+    res: int,
+    turns: np.ndarray | None = None,
+    whole: bool = False,
 ) -> torch.Tensor:
     """(B, res, res, 3) uint8 on the images' device: box b of image b resampled to res x res,
     turned by the EXIF code turns[b] (loaders/orientation.py) where given, then mirrored where
-    flips[b]."""
+    flips[b]. `whole`: the eval crops, each image resized whole first (`resized_windows`)."""
     device = images[0].device
+    out = resized_windows(images, boxes, res) if whole else region_crops(images, boxes, res)
+    own = flips if turns is None else flips & torch.from_numpy(turns == 1)
+    out = torch.where(to_device(own, device)[:, None, None, None], out.flip(-1), out)
+    out = turned_crops(out, turns, flips.numpy(force=True), dims=(1, 2))
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def resized_windows(images: list[torch.Tensor], boxes: torch.Tensor, res: int) -> torch.Tensor:
+    """(B, 3, res, res) float: each image resized whole to the size its box implies (bilinear,
+    antialiased, torchvision's Resize), then cut at the box. The eval crops (centre, shifted
+    centre) are then torchvision's Resize + CenterCrop, where roi_align's area average over the
+    box alone is another filter (docs/backends.md). One kernel per image: evaluation is not
+    where the loader races the model."""
+    out = []
+    for img, (x, y, w, h) in zip(images, boxes.tolist()):
+        sx, sy = res / w, res / h
+        size = (round(img.shape[1] * sy), round(img.shape[2] * sx))
+        resized = F.interpolate(img[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+        left, top = round(x * sx), round(y * sy)
+        out.append(resized[0, :, top : top + res, left : left + res])
+    return torch.stack(out)
+
+
+def region_crops(images: list[torch.Tensor], boxes: torch.Tensor, res: int) -> torch.Tensor:
+    """(B, 3, res, res) float: the boxes resampled by roi_align, batched over canvases of the
+    decoded regions (the training crops: one call for many images)."""
     boxes = boxes.to(torch.float64).cpu()
     sizes = np.array([[img.shape[2], img.shape[1]] for img in images])
     regions = decode_regions(boxes.numpy(), sizes, res).tolist()  # reaches further than roi_align reads
     local = boxes - torch.tensor([[x, y, 0, 0] for x, y, _, _ in regions], dtype=torch.float64)
-    out = torch.cat(
+    return torch.cat(
         [
             crop_regions(
                 [img[:, y : y + h, x : x + w] for img, (x, y, w, h) in zip(images[part], regions[part])],
@@ -174,10 +206,6 @@ def crop_batch(
             for part in canvas_chunks([(h, w) for _, _, w, h in regions])
         ]
     )
-    own = flips if turns is None else flips & torch.from_numpy(turns == 1)
-    out = torch.where(to_device(own, device)[:, None, None, None], out.flip(-1), out)
-    out = turned_crops(out, turns, flips.numpy(force=True), dims=(1, 2))
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> torch.Tensor:
@@ -209,10 +237,11 @@ class EncodedBatches(Dataset):
     """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels, jitter factors): the
     workers' share on CUDA, where decoding happens on the GPU in the main process."""
 
-    def __init__(self, index: ImageIndex, codec: str):
+    def __init__(self, index: ImageIndex, codec: str, whole: bool):
         self.paths = index.paths
         self.labels = torch.from_numpy(index.labels)
         self.codec = codec
+        self.whole = whole  # eval crops: resized whole, then cut (crop_batch)
 
     def __getitem__(self, task: BatchTask):
         ids = torch.from_numpy(task.indices)
@@ -236,7 +265,7 @@ class CroppedBatches(EncodedBatches):
     def __getitem__(self, task: BatchTask):
         data, boxes, flips, res, ids, labels, jitter, turns = super().__getitem__(task)
         images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"), self.codec)
-        return crop_batch(images, boxes, flips, res, turns), labels, jitter
+        return crop_batch(images, boxes, flips, res, turns, self.whole), labels, jitter
 
 
 class NvjpegLoader(PilLoader):
@@ -257,10 +286,18 @@ class NvjpegLoader(PilLoader):
             if self.codec == "torchcodec"
             else "torchvision's deprecated decoder (pip install -e '.[codec]' for TorchCodec)"
         )
-        self.summary = f"nvjpeg ({where} through {how}, roi_align crops): {index.report()}"
+        self.summary = (
+            f"nvjpeg ({where} through {how}, roi_align train crops, Resize + CenterCrop eval crops): {index.report()}"
+        )
 
     def batch_maker(self) -> Dataset:
-        return EncodedBatches(self.index, self.codec) if self.decode_in_main else CroppedBatches(self.index, self.codec)
+        batches = EncodedBatches if self.decode_in_main else CroppedBatches
+        return batches(self.index, self.codec, self.whole_resize)
+
+    @property
+    def whole_resize(self) -> bool:
+        """Eval crops are torchvision's Resize + CenterCrop (crop_batch's `whole`)."""
+        return self.cfg.augment != "rrc"
 
     def __iter__(self):
         if not self.decode_in_main:
@@ -275,6 +312,8 @@ class NvjpegLoader(PilLoader):
         images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
         jitter = None if jitter is None else to_device(torch.as_tensor(jitter), device)
         return (
-            to_model_input(crop_batch(images, boxes, flips, res, turns), device, self.cfg.dtype, jitter),
+            to_model_input(
+                crop_batch(images, boxes, flips, res, turns, self.whole_resize), device, self.cfg.dtype, jitter
+            ),
             to_device(labels, device),
         )

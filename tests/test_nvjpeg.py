@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.ops import roi_align
+from torchvision.transforms import v2
 
 from loaders import create_loader
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig
@@ -16,6 +17,7 @@ from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
 from loaders.nvjpeg import CODECS, NvjpegLoader, canvas_chunks, crop_batch, decode_batch, default_codec, read_encoded
 from pipeline.sizes import ConstantSize
+from pipeline.transforms import CenterCropSpec, center_crop_boxes
 
 HAS_TORCHCODEC = default_codec() == "torchcodec"
 EACH_CODEC = [
@@ -193,3 +195,19 @@ def test_canvas_chunks_keep_within_the_budget():
     parts = list(canvas_chunks(extents, budget))
     assert [(p.start, p.stop) for p in parts] == [(0, 100), (100, 102), (102, 103)]
     assert list(canvas_chunks([(1500, 2000)], budget=1)) == [slice(0, 1)]  # one image always goes
+
+
+@pytest.mark.parametrize("res", [16, 64])
+def test_eval_crops_are_torchvisions_resize_and_center_crop(res):
+    """Eval crops (whole=True) are the image resized whole at the plan's scale, then the window:
+    torchvision's Resize(res / 0.875) + CenterCrop(res) on the decoded tensor."""
+    gen = torch.Generator().manual_seed(1)
+    sizes = [(int(w), int(h)) for w, h in torch.randint(res, 400, (12, 2), generator=gen).tolist()]
+    images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for w, h in sizes]
+    widths, heights = np.array(sizes).T
+    boxes = torch.from_numpy(center_crop_boxes(widths, heights, res))
+    ours = crop_batch(images, boxes, torch.zeros(len(sizes), dtype=torch.bool), res, whole=True)
+    side = CenterCropSpec().resize_side(res)
+    for img, got in zip(images, ours.permute(0, 3, 1, 2).float()):
+        ref = v2.functional.center_crop(v2.functional.resize(img.float(), side, antialias=True), res)
+        assert (got - ref.round().clamp(0, 255)).abs().max() <= 1
