@@ -24,7 +24,7 @@ from app.session import Session
 from app.tblog import TensorBoardLog, tensorboard_log
 from pipeline.console import say
 from pipeline.distributed import DistContext, all_sum, barrier
-from pipeline.optim import LrSchedule, set_lr
+from pipeline.optim import LrSchedule, load_sgd_state, set_lr
 from pipeline.precision import Precision
 
 BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
@@ -199,7 +199,7 @@ def fit(
     scaler = s.precision.scaler()
     start_epoch = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_sgd_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
         say(f"resuming {run.path} at epoch {start_epoch + 1}/{cfg.epochs}")
