@@ -231,7 +231,7 @@ def fit(
                 }
             )
             if s.dist.is_main:
-                report_epoch(last, cfg)
+                report_epoch(last, cfg, s.workers)
     finally:
         if tb is not None:
             tb.close()
@@ -239,14 +239,15 @@ def fit(
     return last
 
 
-def report_epoch(record: dict, cfg: OptimConfig) -> None:
-    """The epoch line, and the starvation verdict below it when the loader kept the model waiting."""
+def report_epoch(record: dict, cfg: OptimConfig, workers: int) -> None:
+    """The epoch line, and the starvation verdict below it when the loader kept the model waiting
+    (`workers`: the run's --workers as resolved at start)."""
     say(
         f"epoch {record['epoch'] + 1}/{cfg.epochs}  sizes {record['sizes']}  loss {record['train_loss']:.3f}  "
         f"train acc {record['train_acc']:.1f}  val top1 {record['val_top1']:.2f}  "
         f"{record['train_img_per_s']:.0f} img/s  {record['train_seconds']:.1f}s  "
         f"data wait {record['data_wait_share']:.0%}"
     )
-    verdict = starvation_verdict(record["data_wait_share"], cfg.loader, cfg.workers)
+    verdict = starvation_verdict(record["data_wait_share"], cfg.loader, workers)
     if verdict:
         say(verdict)

@@ -54,7 +54,7 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
         else:
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
         if (turns != 1).any():
-            tasks.append(BatchTask(step.res, idx, stored_boxes(boxes, turns, index.sizes[idx]), flipped, orientations=turns))
+            tasks.append(BatchTask(step.res, idx, stored_boxes(boxes, turns, index.sizes[idx]), flipped, turns))
         else:
             tasks.append(BatchTask(step.res, idx, boxes, flipped))
     return tasks
