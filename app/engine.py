@@ -20,7 +20,7 @@ from tqdm import tqdm
 from app.datawait import DataClock, starvation_verdict
 from app.options import OptimConfig
 from app.runs import RunDir
-from app.session import Session
+from app.session import Session, loader_workers
 from app.tblog import TensorBoardLog, tensorboard_log
 from pipeline.console import say
 from pipeline.distributed import DistContext, all_sum, barrier
@@ -231,7 +231,7 @@ def fit(
                 }
             )
             if s.dist.is_main:
-                report_epoch(last, cfg, s.workers)
+                report_epoch(last, cfg, loader_workers(cfg, s))
     finally:
         if tb is not None:
             tb.close()

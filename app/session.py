@@ -82,6 +82,11 @@ def default_workers(device: torch.device) -> tuple[int, str]:
     return max(1, cores // ranks), f"default on CUDA: {cores} usable CPU cores / {ranks} ranks on this node"
 
 
+def loader_workers(cfg: CommonConfig, s: Session) -> int:
+    """--workers, or the session's default for it (-1)."""
+    return cfg.workers if cfg.workers >= 0 else s.workers
+
+
 def make_loader(
     cfg: CommonConfig,
     s: Session,
@@ -104,7 +109,7 @@ def make_loader(
         device=s.device,
         dtype=s.precision.input_dtype,
         seed=cfg.seed,
-        workers=cfg.workers if cfg.workers >= 0 else s.workers,
+        workers=loader_workers(cfg, s),
         rank=s.dist.rank,
         world_size=s.dist.world_size,
         classes=data_classes(cfg, classes),
