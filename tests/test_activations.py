@@ -6,7 +6,7 @@ import torch
 
 from pipeline.activations import activation_stats, pooled_features, quantiles, sorted_sample
 from pipeline.distributed import DistContext
-from pipeline.models import create_model
+from pipeline.models import compile_model, create_model
 from pipeline.precision import Precision
 
 CPU = Precision(torch.device("cpu"), None)
@@ -97,3 +97,19 @@ def test_compiled_model_gives_the_eager_features_at_every_size():
         features = pooled_features(compiled, data, CPU, DistContext())
         torch.testing.assert_close(features, pooled_features(eager, data, CPU, DistContext()))
         assert features.shape == (8, eager.fc.in_features), side
+
+
+@pytest.mark.slow
+def test_inductor_compiled_model_gives_the_eager_features_at_three_sizes():
+    """The same through `--compile`'s own path (compile_model: TorchInductor, the C++ compiler on
+    the CPU), at three sides, each first run whole (a sweep's evaluation) and then for its
+    features: the third side runs the graphs compiled with dynamic shapes."""
+    torch.manual_seed(0)
+    eager = create_model("resnet_tiny", 5).eval()
+    compiled = compile_model(copy.deepcopy(eager))
+    for side in (32, 40, 48):
+        data = batches(1, side, seed=side)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(data[0][0]), eager(data[0][0]), rtol=1e-4, atol=1e-4)
+        features = pooled_features(compiled, data, CPU, DistContext())
+        torch.testing.assert_close(features, pooled_features(eager, data, CPU, DistContext()), rtol=1e-4, atol=1e-4)
