@@ -1,16 +1,34 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - create .venv, generate the demo data set, run the FixRes demo
 #   make test   - create .venv, run the test suite
-# The virtual environment is (re)built when pyproject.toml or constraints.txt change.
+# The virtual environment is (re)built when pyproject.toml or the constraints file change.
+# CUDA=13 (default): constraints.txt, PyPI's torch (CUDA 13.0) and nvidia-dali-cuda130: NVIDIA
+# driver R580 or newer. CUDA=12: constraints-cu12.txt, torch's CUDA 12.8 build from PyTorch's
+# index and nvidia-dali-cuda120, for R550/R570 drivers (docs/maintainers.md). The CPU-only
+# machine runs either. Switching rebuilds .venv.
 # The ffcv extra builds FFCV from source against libjpeg-turbo and OpenCV: `system-deps`
 # installs their headers with apt-get when pkg-config does not find them (root or sudo).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,plots,ffcv,dali,codec,tensorboard
+CUDA ?= 13
+ifeq ($(CUDA),12)
+OTHER_CUDA := 13
+CONSTRAINTS := constraints-cu12.txt
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cu128
+DALI_EXTRA := dali-cu12
+else ifeq ($(CUDA),13)
+OTHER_CUDA := 12
+CONSTRAINTS := constraints.txt
+TORCH_INDEX :=
+DALI_EXTRA := dali
+else
+$(error CUDA must be 12 or 13, got $(CUDA))
+endif
+EXTRAS ?= test,plots,ffcv,$(DALI_EXTRA),codec,tensorboard
 comma := ,
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+STAMP := $(VENV)/.installed-cuda$(CUDA)-$(subst $(comma),-,$(EXTRAS))
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 
@@ -19,9 +37,11 @@ FFCV_APT := libturbojpeg0-dev libopencv-dev pkg-config
 
 .PHONY: demo test data lock clean-demo system-deps simd wheelhouse device-wheels device-core-wheels gpu-check
 
-$(STAMP): pyproject.toml constraints.txt | system-deps
+$(STAMP): pyproject.toml $(CONSTRAINTS) | system-deps
+	@echo "installing the CUDA $(CUDA) stack: $(CONSTRAINTS), extras $(EXTRAS)$(if $(TORCH_INDEX), (torch from PyTorch's cu128 index))"
+	if ls $(VENV)/.installed-cuda$(OTHER_CUDA)-* >/dev/null 2>&1; then rm -rf $(VENV); fi  # one stack per venv
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) $(TORCH_INDEX) -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -45,10 +65,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# Pin what is installed now (after changing pyproject.toml's ranges).
+# Pin what is installed now (after changing pyproject.toml's ranges) into the CUDA stack's file
+# (make lock CUDA=12 writes constraints-cu12.txt), under its leading comment.
 lock: $(STAMP)
-	{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt
+	{ awk '/^[^#]/{exit} {print}' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-demo:
 	rm -rf $(DEMO_RUN)

@@ -20,11 +20,11 @@ from tqdm import tqdm
 from app.datawait import DataClock, starvation_verdict
 from app.options import OptimConfig
 from app.runs import RunDir
-from app.session import Session
+from app.session import Session, loader_workers
 from app.tblog import TensorBoardLog, tensorboard_log
 from pipeline.console import say
 from pipeline.distributed import DistContext, all_sum, barrier
-from pipeline.optim import LrSchedule, set_lr
+from pipeline.optim import LrSchedule, load_sgd_state, set_lr
 from pipeline.precision import Precision
 
 BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the device)
@@ -199,7 +199,7 @@ def fit(
     scaler = s.precision.scaler()
     start_epoch = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_sgd_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
         say(f"resuming {run.path} at epoch {start_epoch + 1}/{cfg.epochs}")
@@ -231,7 +231,7 @@ def fit(
                 }
             )
             if s.dist.is_main:
-                report_epoch(last, cfg)
+                report_epoch(last, cfg, loader_workers(cfg, s))
     finally:
         if tb is not None:
             tb.close()
@@ -239,14 +239,15 @@ def fit(
     return last
 
 
-def report_epoch(record: dict, cfg: OptimConfig) -> None:
-    """The epoch line, and the starvation verdict below it when the loader kept the model waiting."""
+def report_epoch(record: dict, cfg: OptimConfig, workers: int) -> None:
+    """The epoch line, and the starvation verdict below it when the loader kept the model waiting
+    (`workers`: the run's --workers as resolved at start)."""
     say(
         f"epoch {record['epoch'] + 1}/{cfg.epochs}  sizes {record['sizes']}  loss {record['train_loss']:.3f}  "
         f"train acc {record['train_acc']:.1f}  val top1 {record['val_top1']:.2f}  "
         f"{record['train_img_per_s']:.0f} img/s  {record['train_seconds']:.1f}s  "
         f"data wait {record['data_wait_share']:.0%}"
     )
-    verdict = starvation_verdict(record["data_wait_share"], cfg.loader, cfg.workers)
+    verdict = starvation_verdict(record["data_wait_share"], cfg.loader, workers)
     if verdict:
         say(verdict)

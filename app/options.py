@@ -33,7 +33,11 @@ class CommonConfig:
     )
     loader: str = opt("pil", f"data backend: {', '.join(BACKENDS)}")
     batch_size: int = opt(128, "images per batch on each process")
-    workers: int = opt(2, "decoding worker processes per process")
+    workers: int = opt(
+        -1,
+        "decoding workers per process (pil, nvjpeg: threads; dali: its threads); -1: on CUDA the CPU cores "
+        "this process may use divided by the ranks on this node, on the CPU 2",
+    )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     amp: str = opt("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off")
     seed: int = opt(0, "seed of order and augmentation (per epoch)")
@@ -51,8 +55,8 @@ class CommonConfig:
 
     def __post_init__(self):
         check_positive_int("--batch-size", self.batch_size)
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if self.workers < -1:
+            raise ValueError(f"--workers must be >= 0, or -1 for the default, got {self.workers}")
         if self.loader not in BACKENDS:
             raise ValueError(f"--loader must be one of {', '.join(BACKENDS)}, got {self.loader!r}")
         if self.exif_orientation not in ORIENTATIONS:

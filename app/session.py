@@ -26,6 +26,9 @@ from pipeline.models import compile_model, create_model, load_weights
 from pipeline.precision import Precision, resolve_device, resolve_precision
 from pipeline.sizes import ConstantSize
 
+# --workers -1 on the CPU: the decoders share the cores with the model's own threads.
+CPU_WORKERS = 2
+
 
 @dataclass(frozen=True)
 class Session:
@@ -33,6 +36,7 @@ class Session:
     dist: DistContext
     progress: bool
     compile: bool = False
+    workers: int = CPU_WORKERS  # loader workers per process, --workers resolved
 
     @property
     def device(self) -> torch.device:
@@ -57,9 +61,30 @@ def start_session(cfg: CommonConfig) -> Session:
         torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    workers, why = (cfg.workers, "--workers") if cfg.workers >= 0 else default_workers(device)
+    if dist.is_main:
+        say(f"loader workers: {workers} per process ({why})")
     return Session(
-        resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main, cfg.compile
+        resolve_precision(device, cfg.amp), dist, progress_enabled(cfg.progress) and dist.is_main, cfg.compile, workers
     )
+
+
+def default_workers(device: torch.device) -> tuple[int, str]:
+    """(--workers -1's count, where it comes from). On CUDA the decoders are what keeps the
+    GPU fed, so each rank gets its share of the cores this process may run on (its affinity
+    mask: a cgroup or taskset limit counts, the machine's core count does not); torchrun's
+    LOCAL_WORLD_SIZE is the number of ranks sharing them. A launcher that already binds each
+    rank to its own cores gets this share divided again: pass --workers there."""
+    if device.type != "cuda":
+        return CPU_WORKERS, "default on the CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // ranks), f"default on CUDA: {cores} usable CPU cores / {ranks} ranks on this node"
+
+
+def loader_workers(cfg: CommonConfig, s: Session) -> int:
+    """--workers, or the session's default for it (-1)."""
+    return cfg.workers if cfg.workers >= 0 else s.workers
 
 
 def make_loader(
@@ -84,7 +109,7 @@ def make_loader(
         device=s.device,
         dtype=s.precision.input_dtype,
         seed=cfg.seed,
-        workers=cfg.workers,
+        workers=loader_workers(cfg, s),
         rank=s.dist.rank,
         world_size=s.dist.world_size,
         classes=data_classes(cfg, classes),
@@ -174,6 +199,7 @@ def announce(job: str, cfg, run: RunDir, s: Session) -> None:
             **asdict(cfg),
             "world_size": s.dist.world_size,
             "resolved_device": str(s.device),
+            "resolved_workers": s.workers,
             "resolved_amp": str(s.precision.amp_dtype),
         },
     )

@@ -133,14 +133,16 @@ def split_by_plan(order: np.ndarray, steps: list[Step]) -> list[np.ndarray]:
     return [np.repeat(chunk, step.copies) for chunk, step in zip(chunks, steps)]
 
 
-def jitter_plan(cfg: LoaderConfig, epoch: int, batch_sizes: list[int]) -> list[np.ndarray | None]:
-    """Colour-jitter factors (B, 3) of each batch of the epoch, or None each without jitter.
-    Drawn from (seed, epoch, rank) and the batch sizes alone, apart from crops and flips, so
-    that every backend jitters the same image of the same plan the same way."""
+def jitter_plan(cfg: LoaderConfig, epoch: int, batch_sizes: list[int]) -> list[torch.Tensor | None]:
+    """Colour-jitter factors (B, 3) of each batch of the epoch on `cfg.device`, or None each
+    without jitter. Drawn from (seed, epoch, rank) and the batch sizes alone, apart from crops
+    and flips, so that every backend jitters the same image of the same plan the same way.
+    The batches' factors are views of one tensor copied to the device once per epoch: a copy
+    per batch from pageable host memory would wait for the GPU at every step."""
     if not cfg.color_jitter:
         return [None] * len(batch_sizes)
     factors = jitter_factors(np.random.default_rng([cfg.seed, epoch, cfg.rank, 2]), sum(batch_sizes), cfg.color_jitter)
-    return np.split(factors, np.cumsum(batch_sizes)[:-1])
+    return list(torch.from_numpy(factors).to(cfg.device).split(batch_sizes))
 
 
 _stats_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -158,7 +160,7 @@ def normalisation(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tenso
 
 
 def to_model_input(
-    images: torch.Tensor, device: torch.device, dtype: torch.dtype, jitter: torch.Tensor | np.ndarray | None = None
+    images: torch.Tensor, device: torch.device, dtype: torch.dtype, jitter: torch.Tensor | None = None
 ) -> torch.Tensor:
     """uint8 NHWC batch -> normalised float NCHW in channels-last memory format on `device`.
 
@@ -168,14 +170,12 @@ def to_model_input(
     return normalised(images.to(device, non_blocking=True).permute(0, 3, 1, 2), dtype, jitter)
 
 
-def normalised(
-    images: torch.Tensor, dtype: torch.dtype, jitter: torch.Tensor | np.ndarray | None = None
-) -> torch.Tensor:
+def normalised(images: torch.Tensor, dtype: torch.dtype, jitter: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 NCHW batch -> normalised `dtype` on the same device, in the same memory format;
     colour-jittered first (in fp32) by the (N, 3) factors `jitter` when given."""
     scale, shift = normalisation(images.device, dtype)
     if jitter is not None:
-        images = color_jittered(images.float(), torch.as_tensor(jitter)).to(dtype)
+        images = color_jittered(images.float(), jitter).to(dtype)
     nhwc = images.permute(0, 2, 3, 1)
     if not nhwc.is_contiguous():
         return torch.addcmul(shift, nhwc, scale).permute(0, 3, 1, 2)

@@ -45,7 +45,7 @@ except ImportError as e:  # never fall back to another backend silently
         "installs it), or pick another --loader."
     ) from e
 
-from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, normalised
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, jitter_plan, normalised
 from loaders.imagefile import too_large
 from loaders.imagefolder import BadDataError, ImageIndex, check_image
 from loaders.indexcache import RESCAN_ENV
@@ -218,6 +218,7 @@ class DaliLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.feed.tasks = plan_epoch(self.cfg, self.index, epoch)
+        self.jitter = jitter_plan(self.cfg, epoch, [len(t.indices) for t in self.feed.tasks])
         largest = max((len(t.indices) for t in self.feed.tasks), default=1)
         if largest > self.max_batch:  # DALI sizes its buffers for a maximum batch
             self.max_batch, self.pipe = largest, None
@@ -241,7 +242,7 @@ class DaliLoader:
             images = to_torch_tensor(out.as_tensor(), copy=False).permute(0, 3, 1, 2)
             images = turned_crops(images, tasks[k].orientations, tasks[k].flips)
             if self.cfg.color_jitter:
-                images = normalised(images, self.cfg.dtype, tasks[k].jitter)
+                images = normalised(images, self.cfg.dtype, self.jitter[k])
             yield images.to(self.cfg.dtype), labels
         pipe.reset()
         self.pipe = pipe

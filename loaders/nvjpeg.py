@@ -234,7 +234,7 @@ def crop_regions(regions: list[torch.Tensor], boxes: torch.Tensor, res: int) -> 
 
 
 class EncodedBatches(Dataset):
-    """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels, jitter factors): the
+    """BatchTask -> (encoded files, boxes, flips, res, sample ids, labels, EXIF codes or None): the
     workers' share on CUDA, where decoding happens on the GPU in the main process."""
 
     def __init__(self, index: ImageIndex, codec: str, whole: bool):
@@ -253,19 +253,18 @@ class EncodedBatches(Dataset):
             task.res,
             ids,
             self.labels[ids],
-            task.jitter,
             task.orientations,
         )
 
 
 class CroppedBatches(EncodedBatches):
-    """BatchTask -> (uint8 images (B, K, K, 3), labels, jitter factors): the same decode and
+    """BatchTask -> (uint8 images (B, K, K, 3), labels): the same decode and
     crop, on the CPU in the workers."""
 
     def __getitem__(self, task: BatchTask):
-        data, boxes, flips, res, ids, labels, jitter, turns = super().__getitem__(task)
+        data, boxes, flips, res, ids, labels, turns = super().__getitem__(task)
         images = decode_batch(data, [self.paths[i] for i in task.indices], torch.device("cpu"), self.codec)
-        return crop_batch(images, boxes, flips, res, turns, self.whole), labels, jitter
+        return crop_batch(images, boxes, flips, res, turns, self.whole), labels
 
 
 class NvjpegLoader(PilLoader):
@@ -302,15 +301,25 @@ class NvjpegLoader(PilLoader):
     def __iter__(self):
         if not self.decode_in_main:
             return super().__iter__()
-        return prefetched(self.loader, self.made_on_device, self.cfg.device)
+        return prefetched(self.encoded_with_jitter(), self.made_on_device, self.cfg.device)
 
-    def made_on_device(self, encoded: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoded_with_jitter(self) -> Iterator[tuple[tuple, torch.Tensor | None]]:
+        """(encoded batch, its colour-jitter factors on the device) for each batch of the epoch;
+        closing it closes the workers' iterator (a thread pool's futures)."""
+        batches = iter(self.loader)
+        try:
+            yield from zip(batches, self.jitter)
+        finally:
+            getattr(batches, "close", lambda: None)()
+
+    def made_on_device(self, item: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch of encoded files decoded, cropped and normalised on the device (the
         producer thread's work: loaders/prefetch.py)."""
-        data, boxes, flips, res, ids, labels, jitter, turns = encoded
+        (data, boxes, flips, res, ids, labels, turns), jitter = item
         device = self.cfg.device
         images = decode_batch(data, [self.index.paths[i] for i in ids.tolist()], device, self.codec)
-        jitter = None if jitter is None else to_device(torch.as_tensor(jitter), device)
+        if jitter is not None and jitter.is_cuda:  # allocated on the main stream: not reused before this one reads it
+            jitter.record_stream(torch.cuda.current_stream(device))
         return (
             to_model_input(
                 crop_batch(images, boxes, flips, res, turns, self.whole_resize), device, self.cfg.dtype, jitter

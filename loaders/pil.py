@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.base import LoaderConfig, to_model_input
+from loaders.base import LoaderConfig, jitter_plan, to_model_input
 from loaders.imagefile import JPEG_SOI, ImageTooLarge, check_size, encoded_header
 from loaders.imagefolder import ImageIndex
 from loaders.orientation import turned_crops
@@ -153,8 +153,7 @@ def pillow_decoded(data: bytes, scale: int) -> tuple[Image.Image, float]:
 
 
 class PlannedBatches(Dataset):
-    """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,), colour-jitter factors
-    (B, 3) or None)."""
+    """Maps a BatchTask to (uint8 images (B, K, K, 3), int64 labels (B,))."""
 
     def __init__(
         self, index: ImageIndex, reduce: bool = True, turbo: bool = True, resampler: str = "torch", pin: bool = False
@@ -171,7 +170,7 @@ class PlannedBatches(Dataset):
             out[slot] = decode_crop(self.paths[i], box, task.res, self.reduce, self.turbo, self.resampler, flip)
         turned_crops(images, task.orientations, task.flips, dims=(0, 1))
         labels = self.labels[torch.from_numpy(task.indices)]
-        return images, labels.pin_memory() if self.pin else labels, task.jitter
+        return images, labels.pin_memory() if self.pin else labels
 
 
 class EpochTasks(Sampler):
@@ -253,12 +252,13 @@ class PilLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.tasks = plan_epoch(self.cfg, self.index, epoch)
+        self.jitter = jitter_plan(self.cfg, epoch, [len(t.indices) for t in self.sampler.tasks])
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
-        for images, labels, jitter in self.loader:
+        for (images, labels), jitter in zip(self.loader, self.jitter):
             yield (
                 to_model_input(images, self.cfg.device, self.cfg.dtype, jitter),
                 labels.to(self.cfg.device, non_blocking=True),

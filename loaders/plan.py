@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loaders.base import LoaderConfig, epoch_plan, jitter_plan
+from loaders.base import LoaderConfig, epoch_plan
 from loaders.imagefolder import ImageIndex
 from loaders.orientation import codes, shown_sizes, stored_boxes
 from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes, shifted_center_crop_boxes
@@ -26,7 +26,6 @@ class BatchTask:
     indices: np.ndarray  # (B,) sample ids into the index
     boxes: np.ndarray  # (B, 4) source regions (x, y, w, h)
     flips: np.ndarray  # (B,) bool
-    jitter: np.ndarray | None = None  # (B, 3) colour-jitter factors (pipeline/jitter.py), or None
     # (B,) uint8 EXIF codes that turn each crop (before its flip), or None where all are 1: the boxes
     # are then in the stored frame, and the crop resampled from one is turned (loaders/orientation.py)
     orientations: np.ndarray | None = None
@@ -39,12 +38,13 @@ class BatchTask:
 
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
     """This rank's batches of `epoch`: order and sizes from the policy, crop boxes of the
-    augmentation (pipeline/transforms.py), flips and colour-jitter factors."""
+    augmentation (pipeline/transforms.py) and flips. The colour-jitter factors (`jitter_plan`)
+    stay with the loader, on the device: the workers never need them."""
     steps, ids = epoch_plan(cfg, len(index), epoch)
     rng = np.random.default_rng([cfg.seed, epoch, cfg.rank, 1])
     tags = codes(cfg.orientation, index.orientations, len(index))
     tasks = []
-    for step, idx, jitter in zip(steps, ids, jitter_plan(cfg, epoch, [len(b) for b in ids])):
+    for step, idx in zip(steps, ids):
         turns = tags[idx]
         w, h = shown_sizes(index.sizes[idx], turns).T
         if cfg.augment == "rrc":
@@ -54,9 +54,9 @@ def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTa
         else:
             boxes, flipped = center_crop_boxes(w, h, step.res, cfg.center), np.zeros(len(idx), bool)
         if (turns != 1).any():
-            tasks.append(BatchTask(step.res, idx, stored_boxes(boxes, turns, index.sizes[idx]), flipped, jitter, turns))
+            tasks.append(BatchTask(step.res, idx, stored_boxes(boxes, turns, index.sizes[idx]), flipped, turns))
         else:
-            tasks.append(BatchTask(step.res, idx, boxes, flipped, jitter))
+            tasks.append(BatchTask(step.res, idx, boxes, flipped))
     return tasks
 
 

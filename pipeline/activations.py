@@ -1,8 +1,8 @@
 """Activation statistics after global pooling (FixRes section 3.2, figures 3-4).
 
 The classifier's input is the pooled feature vector in a ResNet (torchvision `fc`, timm
-`fc`/`classifier`, this project's `resnet_tiny`): a forward pre-hook on the last linear
-layer records it without touching the model. Models whose classifier is a small MLP (VGG,
+`fc`/`classifier`, this project's `resnet_tiny`): the model run with its last linear layer
+swapped for an identity returns it (`headless`). Models whose classifier is a small MLP (VGG,
 MobileNetV3) would report the MLP's hidden layer instead, so for them these are not the
 pooled statistics.
 
@@ -14,12 +14,15 @@ frequent (paper: at K_test 64 instead of 224, zeros rise from 0.5% to 29.8% and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.distributed
 from torch import nn
 
 from pipeline.distributed import DistContext
-from pipeline.finetune import last_module
+from pipeline.models import classifier_slot
 from pipeline.precision import Precision
 
 CDF_LEVELS = 201  # quantile levels 0, 0.005, ..., 1 of the stored CDF
@@ -33,24 +36,47 @@ def pooled_features(
 ) -> torch.Tensor:
     """(images, channels) float32 on the CPU: the classifier input for every image of
     `loader` (the first `batches` batches if positive), gathered from every rank."""
-    classifier = last_module(model, nn.Linear)
     seen: list[torch.Tensor] = []
-    hook = classifier.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].detach().float().cpu()))
     was_training = model.training
     model.eval()
     try:
-        for i, (images, _) in enumerate(loader):
-            if batches and i == batches:
-                break
-            with precision.autocast():
-                model(images)
+        with headless(model) as classifier:
+            for i, (images, _) in enumerate(loader):
+                if batches and i == batches:
+                    break
+                with precision.autocast():
+                    seen.append(model(images).float().flatten(1).cpu())
     finally:
-        hook.remove()
         model.train(was_training)
     if not seen:
         raise ValueError("no batch reached the classifier: the loader is empty")
-    features = torch.cat([s.flatten(1) for s in seen])
+    features = torch.cat(seen)
+    if features.shape[1] != classifier.in_features:
+        raise ValueError(
+            f"{type(model).__name__} does not end in its last linear layer: without it, it gives "
+            f"{features.shape[1]} values per image, not that layer's {classifier.in_features} inputs"
+        )
     return torch.cat(gathered(features, dist))
+
+
+@contextmanager
+def headless(model: nn.Module) -> Iterator[nn.Linear]:
+    """`model` with its classifier (last linear layer, given to the block) replaced by
+    nn.Identity, so that the model returns the classifier's input; put back on exit.
+
+    Not a forward hook: under torch.compile the classifier's hooks are traced into the graph,
+    and dynamo does not guard on hooks (torch._dynamo.config.skip_nnmodule_hook_guards), so a
+    hook added after a size was compiled is never called. A module of another type in the
+    classifier's place fails dynamo's TYPE_MATCH guard on the parent's `_modules` entry, so
+    the compiled model recompiles (or reuses its graph without the classifier) and returns
+    the features from outside the compiled region."""
+    parent, child = classifier_slot(model)
+    classifier = getattr(parent, child)
+    setattr(parent, child, nn.Identity())
+    try:
+        yield classifier
+    finally:
+        setattr(parent, child, classifier)
 
 
 def gathered(tensor: torch.Tensor, dist: DistContext) -> list[torch.Tensor]:

@@ -109,6 +109,16 @@ def load_weights(model: nn.Module, path: str) -> None:
         raise ValueError(f"weights {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def classifier_slot(model: nn.Module) -> tuple[nn.Module, str]:
+    """(parent module, attribute name) of the last linear layer, the classifier: where a
+    layer is put in front of it or in its place."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no linear classifier")
+    parent_name, _, child = names[-1].rpartition(".")
+    return model.get_submodule(parent_name), child
+
+
 def classifier_weight(model: nn.Module) -> str:
     """The state-dict key of the last linear layer's weight (fc.weight in a torchvision ResNet)."""
     return [f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]

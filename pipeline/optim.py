@@ -13,6 +13,10 @@ from torch import nn
 # The first warm-up step gets lr x WARMUP_FLOOR / warmup_epochs rather than exactly 0, which
 # would be a wasted step.
 WARMUP_FLOOR = 1e-3
+# Devices with torch's fused SGD kernel (the CPU's since torch 2.4): one kernel for all the
+# parameters, and under fp16 the GradScaler hands it the scale and the inf check on the device
+# instead of reading the check back with .item() at every step (GradScaler.step).
+FUSED_DEVICES = ("cuda", "cpu")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -26,7 +30,29 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_sgd(model: nn.Module, momentum: float, weight_decay: float) -> torch.optim.SGD:
     # lr is set before every step by LrSchedule; the value here is a placeholder that
     # torch requires and that is overwritten before it is ever used.
-    return torch.optim.SGD(param_groups(model, weight_decay), lr=0.0, momentum=momentum, nesterov=False)
+    return torch.optim.SGD(
+        param_groups(model, weight_decay), lr=0.0, momentum=momentum, nesterov=False, fused=fused_supported(model)
+    )
+
+
+def fused_supported(model: nn.Module) -> bool:
+    """Whether every parameter of `model` is a float on one device with a fused SGD kernel."""
+    params = list(model.parameters())
+    return (
+        len({p.device for p in params}) == 1
+        and params[0].device.type in FUSED_DEVICES
+        and all(p.is_floating_point() for p in params)
+    )
+
+
+def load_sgd_state(optimizer: torch.optim.SGD, state: dict) -> None:
+    """Load a saved optimiser state, keeping this run's kernel: the saved groups carry the
+    `fused` flag of the run that saved them, and a fused optimiser's step given an unfused
+    group under the GradScaler fails (it passes the scale, which only the fused kernel takes)."""
+    kernels = [(g["fused"], g["foreach"]) for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, (fused, foreach) in zip(optimizer.param_groups, kernels):
+        group["fused"], group["foreach"] = fused, foreach
 
 
 @dataclass(frozen=True)

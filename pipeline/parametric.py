@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from pipeline.activations import sorted_sample
+from pipeline.models import classifier_slot
 
 PAPER_XI = 0.3
 
@@ -167,10 +168,6 @@ class Equalize(nn.Module):
 def with_equalization(model: nn.Module, test: Frechet, train: Frechet) -> nn.Module:
     """`model` with Equalize(test -> train) in front of its last linear layer (the model
     itself is changed; pass a copy to keep the original)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no linear classifier to equalise the input of")
-    parent_name, _, child = names[-1].rpartition(".")
-    parent = model.get_submodule(parent_name)
+    parent, child = classifier_slot(model)
     setattr(parent, child, nn.Sequential(Equalize(test, train), getattr(parent, child)))
     return model

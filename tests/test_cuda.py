@@ -121,7 +121,7 @@ def test_pixels_agree_with_the_cpu_path(tiny_data, backend, augment, device, dty
 def test_pil_host_batches_are_pinned_on_cuda(tiny_data, device, dtype):
     """Pinned host memory is what makes the uint8 copy to the GPU asynchronous."""
     loader = open_loader(tiny_data, "pil", device, dtype)
-    images, labels, _ = next(iter(loader.loader))  # the host batch, before it moves to the device
+    images, labels = next(iter(loader.loader))  # the host batch, before it moves to the device
     assert images.is_pinned() == labels.is_pinned() == (device == "cuda")
 
 

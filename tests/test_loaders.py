@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from loaders import BACKENDS, create_loader
-from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order, normalised
+from loaders.base import IMAGENET_MEAN, IMAGENET_STD, LoaderConfig, epoch_order, jitter_plan, normalised
 from loaders.plan import plan_epoch
 from pipeline.sizes import ConstantSize, LinearRamp
 
@@ -181,6 +181,33 @@ def test_every_backend_jitters_like_the_pillow_one(tiny_data, backend):
     ours = grey(backend, 0.5)
     same, plain = (ours - grey("pil", 0.5)).abs().mean(), (ours - grey("pil", 0.0)).abs().mean()
     assert same < 8 and plain > 2 * same
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device is visible to PyTorch"),
+            ],
+        ),
+    ],
+)
+def test_jitter_factors_reach_the_device_once_per_epoch(device):
+    """Every batch's factors are a view of one tensor on the device (one copy per epoch, not one
+    per batch), and they are the epoch's factors whatever the split into batches."""
+    cfg = LoaderConfig("pil", None, ConstantSize(32, 4), "rrc", True, device=torch.device(device), color_jitter=0.4)
+    plan = jitter_plan(cfg, 2, [4, 4, 3])
+    assert [tuple(f.shape) for f in plan] == [(4, 3), (4, 3), (3, 3)]
+    assert all(f.device.type == device for f in plan)
+    assert len({f.untyped_storage().data_ptr() for f in plan}) == 1
+    torch.testing.assert_close(torch.cat(plan), jitter_plan(cfg, 2, [11])[0], rtol=0, atol=0)
+    assert not torch.equal(torch.cat(plan), torch.cat(jitter_plan(cfg, 3, [4, 4, 3]))), "drawn per epoch"
+    assert bool(((torch.cat(plan) >= 0.6) & (torch.cat(plan) <= 1.4)).all())
+    assert jitter_plan(LoaderConfig("pil", None, ConstantSize(32, 4), "rrc", True), 2, [4, 4]) == [None, None]
 
 
 def test_unknown_backend_and_bad_values(tiny_data):
