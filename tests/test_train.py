@@ -6,26 +6,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from app import cli
 from app.runs import load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
-
-
-def run(*args):
-    return cli.main([str(a) for a in args])
+from pipeline.fixres import apparent_size_ratio
+from tests.helpers import FAST, ROOT
+from tests.helpers import job as run
+from tests.helpers import json_lines as lines
 
 
-def lines(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
+@pytest.mark.slow
 def test_train_finetune_sweep(tiny_data, tmp_path):
     run("train", "--data", tiny_data, "--epochs", 2, "--train-res", 32, "--out", tmp_path / "t", *FAST)
     t = tmp_path / "t"
@@ -102,6 +94,7 @@ def test_train_finetune_sweep(tiny_data, tmp_path):
     assert json.loads((tmp_path / "ft" / "activations.json").read_text())["rows"] == stats
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
     args = [
         sys.executable,
@@ -141,6 +134,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tmp_path):
         torch.testing.assert_close(resumed[k], whole[k], msg=k)
 
 
+@pytest.mark.slow
 def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
     out = tmp_path / "fx"
     report = run(
@@ -174,8 +168,11 @@ def test_fixres_job_reports_and_reuses_finished_stages(tiny_data, tmp_path):
         assert (out / name).stat().st_size > 0
     text = (out / "report.md").read_text()
     assert "top-1 after FT" in text and "top-1 parametric" in text
-    cells = [c.strip() for c in text.splitlines()[5].split("|")]  # the K_test 40 row
-    assert cells[1:6] == ["40", "1.01", *(f"{report[k][1]['top1']:.2f}" for k in ("before", "parametric", "after"))]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == {k: v for k, v in report.items() if k != "plot"}
+    at_40 = [next(r for r in saved[k] if r["test_res"] == 40) for k in ("before", "parametric", "after")]
+    assert at_40[0]["apparent_size_ratio"] == pytest.approx(apparent_size_ratio(32, 40))
+    assert all(0 <= r["top1"] <= 100 and r["images"] == 18 for r in at_40)
     stamp = (out / "train" / "checkpoint.pt").stat().st_mtime_ns
     run(
         "fixres",
@@ -227,6 +224,7 @@ def test_bad_cli_values_fail_at_start(args, named, capsys):
     assert named in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_checkpoint_with_other_classes_is_refused(tiny_data, data_copy, tmp_path):
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
     src = next((data_copy / "val").glob("*/*.JPEG"))
@@ -255,6 +253,7 @@ def test_missing_checkpoint_is_named(tmp_path):
         run("sweep", "--checkpoint", tmp_path / "nothing-here", *FAST)
 
 
+@pytest.mark.slow
 def test_synthetic_backend_trains_without_data(tmp_path):
     run(
         "train",
@@ -273,6 +272,7 @@ def test_synthetic_backend_trains_without_data(tmp_path):
     assert lines(tmp_path / "s" / "metrics.jsonl")[0]["train_images"] == 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", __import__("loaders").BACKENDS)
 def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend):
     out = tmp_path / "mix"
@@ -339,6 +339,7 @@ def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
 
 
+@pytest.mark.slow
 def test_d_plus_run(tiny_data, tmp_path):
     run(
         "train",
@@ -380,6 +381,7 @@ def test_bad_mixsize_cli_values(args, named, capsys):
     assert named in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_splits_named_one_by_one(tiny_data, tmp_path):
     """--train-data / --val-data replace <data>/train and <data>/val (here --data leads nowhere)."""
     run(
@@ -404,6 +406,7 @@ def test_splits_named_one_by_one(tiny_data, tmp_path):
         run("sweep", "--data", tmp_path / "nowhere", "--checkpoint", tmp_path / "t", "--test-res", 32, *FAST)
 
 
+@pytest.mark.slow
 def test_repeated_augmentation_keeps_the_epoch_length(tiny_data, tmp_path):
     run(
         "train",
@@ -423,6 +426,7 @@ def test_repeated_augmentation_keeps_the_epoch_length(tiny_data, tmp_path):
     assert metrics["train_images"] == 48 and metrics["train_steps"] == 6  # 16 images x 3 copies, batches of 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", ["test2", "train"])
 def test_finetune_with_the_other_augmentations(tiny_data, tmp_path, augment):
     run("train", "--data", tiny_data, "--epochs", 1, "--train-res", 32, "--out", tmp_path / "t", *FAST)
@@ -447,6 +451,7 @@ def test_finetune_with_the_other_augmentations(tiny_data, tmp_path, augment):
     assert lines(tmp_path / "ft" / "metrics.jsonl")[0]["train_images"] == 48
 
 
+@pytest.mark.slow
 def test_sweep_and_finetune_start_from_a_state_dict(tiny_data, tmp_path):
     """A user's state dict (here: the weights of a run of ours, saved bare) sweeps exactly as
     the checkpoint it came from; classes come from the data; a classifier for another class
@@ -514,6 +519,7 @@ def test_sweep_and_finetune_start_from_a_state_dict(tiny_data, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_run_that_failed_at_start_leaves_its_folder_usable(tiny_data, tmp_path):
     """A mistyped --data fails after the configuration is written; the corrected command may
     use the same --out (nothing was trained there), while a folder with a finished epoch is kept."""
