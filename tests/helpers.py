@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from loaders.base import IMAGENET_MEAN, IMAGENET_STD
@@ -51,3 +52,17 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     grid = np.sort(np.concatenate([a, b]))
     cdf = lambda v: np.searchsorted(np.sort(v), grid, side="right") / len(v)  # noqa: E731
     return float(np.abs(cdf(a) - cdf(b)).max())
+
+
+def ffcv_in_the_slow_tier(params) -> list:
+    """pytest parameters (a backend, or a tuple that starts with one) with ffcv's marked slow:
+    FFCV compiles its pipeline with numba for every loader, seconds a test (tests/test_ffcv.py
+    and the slow tier run it whole)."""
+
+    def backend(p):
+        return p[0] if isinstance(p, tuple) else p
+
+    return [
+        pytest.param(*(p if isinstance(p, tuple) else (p,)), marks=pytest.mark.slow) if backend(p) == "ffcv" else p
+        for p in params
+    ]

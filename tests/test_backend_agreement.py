@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 from bench import backend_agreement as agreement
 from loaders.orientation import ORIENTATIONS
+from tests.helpers import ffcv_in_the_slow_tier
 from tests.jpeg_variants import write_variants
 from tests.tolerances import BACKEND_AGREEMENT as TOLERANCES
 from tests.tolerances import PILLOW_PASSES
@@ -42,7 +43,7 @@ def crops(root, backend: str, augment: str, orientation: str, **kw) -> dict[str,
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 @pytest.mark.parametrize("augment", ["center", "rrc"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_backends_crop_what_pil_crops(variants, backend, augment, orientation):
     root, files = variants
     assert "arithmetic" in files and len(files) == 19

@@ -23,7 +23,7 @@ from pipeline.models import create_model
 from pipeline.optim import LrSchedule, make_sgd
 from pipeline.precision import resolve_precision
 from tests import tolerances as tol
-from tests.helpers import grey_levels, job
+from tests.helpers import ffcv_in_the_slow_tier, grey_levels, job
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device is visible to PyTorch")
 DEVICE_BACKENDS = ("pil", "dali", "nvjpeg", "ffcv")
@@ -51,7 +51,7 @@ def open_loader(data, backend, device, dtype, **kw):
 
 
 @pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-fp16", "cuda-bf16"))
-@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(DEVICE_BACKENDS))
 def test_contract_on_the_device(tiny_data, backend, device, dtype):
     """Shape, dtype, channels-last, device; and every batch still holds its values after the
     batches that follow it (no buffer of the backend reused under the trainer's feet)."""
@@ -76,7 +76,7 @@ def test_synthetic_batches_are_made_on_the_device(tiny_data, device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-bf16"))
-@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(DEVICE_BACKENDS))
 def test_set_epoch_replays_an_epoch_on_the_device(tiny_data, backend, device, dtype):
     loader = open_loader(tiny_data, backend, device, dtype, seed=3)
     loader.set_epoch(1)
@@ -89,7 +89,9 @@ def test_set_epoch_replays_an_epoch_on_the_device(tiny_data, backend, device, dt
 
 
 @pytest.mark.parametrize("device,dtype", targets("cpu-bf16", "cuda-fp16", "cuda-bf16"))
-@pytest.mark.parametrize("backend,augment", [(b, a) for b in DEVICE_BACKENDS for a in ("rrc", "center")])
+@pytest.mark.parametrize(
+    "backend,augment", ffcv_in_the_slow_tier([(b, a) for b in DEVICE_BACKENDS for a in ("rrc", "center")])
+)
 def test_pixels_agree_with_the_cpu_path(tiny_data, backend, augment, device, dtype):
     """The same plan through the device path and through the CPU path in fp32. pil and ffcv move
     the same uint8 pixels: they differ by the batch dtype's rounding only. nvjpeg and dali decode

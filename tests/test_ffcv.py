@@ -31,6 +31,10 @@ from pipeline.sizes import ConstantSize, LinearRamp, MixSize, Step
 from tests import tolerances as tol
 from tests.helpers import grey_levels, job, json_lines, ks_distance
 
+# FFCV compiles its pipeline with numba for every loader, seconds a test: the whole file is in the
+# slow tier (the quick tier runs the other backends; tests/helpers.py:ffcv_in_the_slow_tier).
+pytestmark = pytest.mark.slow
+
 
 def loader(root, res=32, batch_size=8, augment="center", shuffle=False, backend="ffcv", **kw):
     policy = kw.pop("policy", ConstantSize(res, batch_size))
@@ -381,7 +385,6 @@ def test_missing_ffcv_says_how_to_install(monkeypatch):
         require_ffcv()
 
 
-@pytest.mark.slow
 def test_train_finetune_sweep_through_ffcv(betons, tmp_path):
     fast = ["--loader", "ffcv", "--data", str(betons), "--batch-size", "8", "--workers", "1", "--no-progress"]
     job("train", *fast, "--epochs", "1", "--train-res", "32", "--out", tmp_path / "t")
@@ -405,7 +408,6 @@ def test_fitted_resizes_as_ffcv_but_keeps_every_side(side):
         assert np.array_equal(out, resizer(pixels, 512))
 
 
-@pytest.mark.slow
 def test_image_that_scales_to_under_a_pixel_is_written(data_copy, tmp_path):
     wide = first_image(data_copy).with_name("wide.JPEG")
     Image.fromarray(np.full((3, 30000, 3), 200, dtype=np.uint8)).save(wide)
@@ -429,7 +431,6 @@ def ends_within(seconds=300):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.slow
 def test_file_failing_in_a_writer_process_is_named_or_skipped(data_copy, tmp_path):
     index = scan_image_folder(data_copy / "train", check="full", progress=False)
     victim = index.paths[20]
@@ -459,7 +460,6 @@ class KillsItself:
         return (i,)
 
 
-@pytest.mark.slow
 def test_writer_process_killed_mid_write_is_named(tmp_path):
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
@@ -471,7 +471,6 @@ def test_writer_process_killed_mid_write_is_named(tmp_path):
     assert failure.value.sample == 5 and "SIGKILL" in failure.value.said
 
 
-@pytest.mark.slow
 def test_broken_link_is_skipped_and_names_that_are_not_utf8_are_read(data_copy):
     folder = first_image(data_copy, "val").parent
     (folder / "gone.JPEG").symlink_to(folder / "missing.JPEG")

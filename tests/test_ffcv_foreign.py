@@ -18,6 +18,9 @@ require_ffcv()
 from ffcv.fields import FloatField, IntField, RGBImageField  # noqa: E402
 from ffcv.writer import DatasetWriter  # noqa: E402
 
+# FFCV compiles its pipeline with numba for every loader, seconds a test: the slow tier's.
+pytestmark = pytest.mark.slow
+
 NAME = "{split}_64_0.50_90.ffcv"  # the naming of FFCV's ImageNet example
 
 
@@ -125,7 +128,6 @@ def test_labels_beyond_the_training_classes_are_named(tiny_data, tmp_path):
 FAST = ["--loader", "ffcv", "--batch-size", "8", "--workers", "1", "--no-progress"]
 
 
-@pytest.mark.slow
 def test_train_and_sweep_on_ffcv_files(foreign, tmp_path):
     """--data finds ROOT/<split>_64_0.50_90.ffcv; the checkpoint's classes are the label ids."""
     cli.main(
@@ -151,7 +153,6 @@ def test_train_and_sweep_on_ffcv_files(foreign, tmp_path):
     assert [r["test_res"] for r in rows] == [32, 48] and all(r["images"] == 18 for r in rows)
 
 
-@pytest.mark.slow
 def test_class_names_from_a_file_or_an_image_folder(tiny_data, foreign, tmp_path):
     files = [
         "--train-data",

@@ -14,7 +14,7 @@ from loaders.base import LoaderConfig, epoch_order, normalised
 from loaders.plan import plan_epoch
 from pipeline.sizes import ConstantSize, LinearRamp
 from tests import tolerances as tol
-from tests.helpers import MEAN_255, STD_255, grey_levels
+from tests.helpers import MEAN_255, STD_255, ffcv_in_the_slow_tier, grey_levels
 
 
 def make(data, backend, split="train", res=32, batch_size=8, augment="rrc", shuffle=True, workers=0, **kw):
@@ -34,7 +34,7 @@ def batches(loader):
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 @pytest.mark.parametrize(
     "augment,shuffle,jitter", [("rrc", True, 0.0), ("center", False, 0.0), ("center_shift", True, 0.3)]
 )
@@ -51,7 +51,7 @@ def test_contract(tiny_data, backend, augment, shuffle, jitter):
         assert x.device == y.device == torch.device("cpu")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_set_epoch_is_the_only_source_of_randomness(tiny_data, backend):
     a, b = make(tiny_data, backend, seed=3), make(tiny_data, backend, seed=3)
     a.set_epoch(1)
@@ -64,7 +64,7 @@ def test_set_epoch_is_the_only_source_of_randomness(tiny_data, backend):
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first, batches(b)))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_resolution_change_between_epochs_takes_effect(tiny_data, backend):
     loader = make(tiny_data, backend, policy=LinearRamp(32, 64, 0, 1, 8, step=32))
     assert {x.shape[-1] for x, _ in loader} == {32}
@@ -154,7 +154,7 @@ def test_copies_of_an_image_get_their_own_crops(tiny_data, augment, distinct):
     assert np.mean([len(v) >= distinct for v in views]) > 0.9
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_repeated_augmentation_on_every_backend(tiny_data, backend):
     loader = make(tiny_data, backend, batch_size=6, repeats=3)
     out = batches(loader)
@@ -164,7 +164,7 @@ def test_repeated_augmentation_on_every_backend(tiny_data, backend):
         assert all(c % 3 == 0 for c in label_counts.values())
 
 
-@pytest.mark.parametrize("backend", ["dali", "nvjpeg", "ffcv"])
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(["dali", "nvjpeg", "ffcv"]))
 def test_every_backend_jitters_like_the_pillow_one(tiny_data, backend):
     """The factors are planned, not drawn by the decoder: on the same eval crops each backend's
     jittered batch is close to Pillow's jittered one (decoders differ by a few grey levels)
@@ -204,7 +204,7 @@ def test_split_by_plan_repeats_copies_in_place():
         split_by_plan(np.arange(10), [Step(64, 12)])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     from pipeline.sizes import MixSize
 
@@ -215,7 +215,7 @@ def test_mixsize_b_plus_batches_follow_the_plan(tiny_data, backend):
     assert sum(n for n, _ in shapes) == 48 and {r for _, r in shapes} == {32, 48}
 
 
-@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - {"synthetic"}))
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(sorted(set(BACKENDS) - {"synthetic"})))
 def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
     from pipeline.sizes import MixSize
 
@@ -229,7 +229,7 @@ def test_mixsize_d_plus_copies_are_independent_crops(tiny_data, backend):
             assert all(not torch.equal(g[0], g[1]) for g in groups), "each copy has its own crop"
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "synthetic"])
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier([b for b in BACKENDS if b != "synthetic"]))
 def test_file_name_that_is_not_utf8_is_read(data_copy, backend):
     """File names are bytes on Linux: one that is not UTF-8 reaches every decoder as its bytes."""
     folder = sorted((data_copy / "val").iterdir())[0]
