@@ -195,7 +195,7 @@ def trained_weights_move(precision, loader, epochs: int) -> tuple[dict, torch.am
 @pytest.mark.parametrize(
     "device,amp",
     [
-        pytest.param("cpu", "bf16", id="cpu-bf16"),
+        pytest.param("cpu", "bf16", id="cpu-bf16", marks=pytest.mark.slow),  # bf16 convolutions are slow on a CPU
         *[pytest.param("cuda", a, id=f"cuda-{a}", marks=[pytest.mark.cuda, NO_CUDA]) for a in ("fp16", "bf16")],
     ],
 )
