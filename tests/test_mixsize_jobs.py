@@ -14,12 +14,10 @@ from tests.helpers import json_lines as lines
 @pytest.mark.parametrize("backend", __import__("loaders").BACKENDS)
 def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend):
     out = tmp_path / "mix"
+    source = ["--data", tiny_data, "--loader", backend, *FAST]
     run(
         "train",
-        "--data",
-        tiny_data,
-        "--loader",
-        backend,
+        *source,
         "--epochs",
         1,
         "--mix-sizes",
@@ -28,49 +26,20 @@ def test_mixsize_run_trains_sweeps_and_recalibrates(tiny_data, tmp_path, backend
         "B+",
         "--out",
         out,
-        *FAST,
     )
     metrics = lines(out / "metrics.jsonl")[0]
     assert set(metrics["sizes"]) == {"32", "48"} and metrics["train_images"] == 48
     trained = load_checkpoint(out)
     assert 32 <= trained["train_res"] <= 48  # the nominal side of the mix
 
-    rows = run(
-        "sweep",
-        "--data",
-        tiny_data,
-        "--loader",
-        backend,
-        "--checkpoint",
-        out,
-        "--test-res",
-        "32,64",
-        "--recalibrate-bn",
-        2,
-        *FAST,
-    )
+    rows = run("sweep", *source, "--checkpoint", out, "--test-res", "32,64", "--recalibrate-bn", 2)
     assert [r["recalibrated_batches"] for r in rows] == [2, 2]
     assert (out / "sweep-bn2.json").exists() and not (out / "sweep.json").exists()
     assert load_checkpoint(out)["model"]["fc.weight"].equal(trained["model"]["fc.weight"]), (
         "a recalibrating sweep leaves the checkpoint alone"
     )
 
-    run(
-        "recalibrate",
-        "--data",
-        tiny_data,
-        "--loader",
-        backend,
-        "--checkpoint",
-        out,
-        "--test-res",
-        64,
-        "--batches",
-        2,
-        "--out",
-        tmp_path / "bn64",
-        *FAST,
-    )
+    run("recalibrate", *source, "--checkpoint", out, "--test-res", 64, "--batches", 2, "--out", tmp_path / "bn64")
     recal = load_checkpoint(tmp_path / "bn64")
     assert recal["test_res"] == 64 and recal["recalibrated_images"] == 16
     changed = [k for k in trained["model"] if not torch.equal(trained["model"][k], recal["model"][k])]
