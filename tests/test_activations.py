@@ -7,9 +7,7 @@ import torch
 from pipeline.activations import activation_stats, pooled_features, quantiles, sorted_sample
 from pipeline.distributed import DistContext
 from pipeline.models import compile_model, create_model
-from pipeline.precision import Precision
-
-CPU = Precision(torch.device("cpu"), None)
+from tests.helpers import CPU
 
 
 def test_statistics_of_a_known_tensor():

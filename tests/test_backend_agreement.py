@@ -13,31 +13,12 @@ from torchvision.transforms import v2
 
 from bench import backend_agreement as agreement
 from loaders.orientation import ORIENTATIONS
+from tests.helpers import ffcv_in_the_slow_tier
 from tests.jpeg_variants import write_variants
+from tests.tolerances import BACKEND_AGREEMENT as TOLERANCES
+from tests.tolerances import PILLOW_PASSES
 
 RES = 48
-# Largest mean absolute difference from pil's crop of any one image, in grey levels (0-255), stated
-# once: backend -> (eval crops, train crops or None where not comparable, why it is not zero).
-ROUNDED_BOX = "pil's train crops (resampler torch) round the box to whole pixels, which shifts a textured crop"
-TOLERANCES = {
-    "dali": (2.5, 7.5, f"DALI resamples in float from its own libjpeg-turbo decode; {ROUNDED_BOX}"),
-    "nvjpeg": (
-        3.0,
-        7.5,
-        f"roi_align averages whole samples per output pixel, not Pillow's triangle filter; {ROUNDED_BOX}",
-    ),
-    "ffcv": (
-        8.0,
-        None,
-        "the .beton holds each image re-encoded as JPEG q90 (FFCV's default); train crops are drawn by "
-        "FFCV's own decoder, not from pil's plan",
-    ),
-}
-# pil against torchvision on the same decode: Resize rounds the longer side to whole pixels (a
-# hundredth of a grey level here), and Pillow resamples rows and columns in two passes rounded to
-# uint8 between them, so a crop turned by a transposing tag (5-8) has its passes in the other
-# order (a fifth of its pixels one level off).
-PILLOW_PASSES = 0.25
 BACKENDS = tuple(TOLERANCES)
 
 
@@ -57,7 +38,7 @@ def crops(root, backend: str, augment: str, orientation: str, **kw) -> dict[str,
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 @pytest.mark.parametrize("augment", ["center", "rrc"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ffcv_in_the_slow_tier(BACKENDS))
 def test_backends_crop_what_pil_crops(variants, backend, augment, orientation):
     root, files = variants
     assert "arithmetic" in files and len(files) == 19

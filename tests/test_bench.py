@@ -129,6 +129,7 @@ def test_monitor_leaves_its_own_sampling_out_of_the_cpu_time():
     assert unsampled.thread is None and 0.25 < unsampled.cpu_seconds < 0.6
 
 
+@pytest.mark.slow
 def test_loader_benchmark(tiny_data, tmp_path):
     small = ["--data", str(tiny_data), "--res", "32", "--batch-size", "8", "--workers", "0"]
     short = ["--warmup", "1", "--steps", "2", "--repeats", "2", *quiet(tmp_path)]
@@ -138,15 +139,36 @@ def test_loader_benchmark(tiny_data, tmp_path):
     measured = {r["backend"] for r in result["rows"]}
     assert measured | set(result["skipped"]) == {"torchvision", *(b for b in BACKENDS if b != "synthetic")}
     assert {"torchvision", "pil", "nvjpeg"} <= measured and not measured & set(result["skipped"])
-    assert {r["split"] for r in result["rows"]} == {"train", "eval"}
+    cells = sorted((r["backend"], r["split"], r["res"]) for r in result["rows"])
+    assert cells == sorted((b, split, 32) for b in measured for split in ("train", "eval")), "one row a cell"
     for r in result["rows"]:
-        assert r["img_per_s"]["median"] > 0 and len(r["img_per_s"]["values"]) == 2 and r["tree_peak_mem_mb"] > 0
+        assert all(0 < v < float("inf") for v in r["img_per_s"]["values"]) and len(r["img_per_s"]["values"]) == 2
+        assert r["tree_peak_mem_mb"] > 0
         assert r["single_core_rate"] > 0 and r["efficiency"] == r["img_per_cpu_s"] / r["single_core_rate"]
         assert r["backend"] != "torchvision" or r["ratio_to_reference"] == r["cpu_ratio_to_reference"] == 1.0
     assert path.with_suffix(".png").stat().st_size > 0 and "| torchvision |" in path.with_suffix(".md").read_text()
     compared = [*small, "--backends", "pil", "--splits", "train", "--compare", str(path), *short]
     again = json.loads(loader_throughput.main(compared).read_text())
-    assert again["compared_with"] == str(path) and 0 <= again["largest_ratio_change"] < float("inf")
+    before = {(r["backend"], r["split"]): r for r in result["rows"]}
+    assert {(r["backend"], r["split"]) for r in again["rows"]} <= {("torchvision", "train"), ("pil", "train")}
+    moved = max(
+        abs(r[k] / before[r["backend"], r["split"]][k] - 1)
+        for r in again["rows"]
+        for k in ("ratio_to_reference", "cpu_ratio_to_reference")
+    )
+    assert again["compared_with"] == str(path) and again["largest_ratio_change"] == pytest.approx(moved)
+
+
+def test_agreement_is_the_largest_change_of_either_ratio_in_the_cells_both_runs_measured(tmp_path):
+    row = {"backend": "pil", "split": "train", "res": 32, "ratio_to_reference": 2.0, "cpu_ratio_to_reference": 1.0}
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps({"rows": [row, {**row, "split": "eval"}]}))
+    assert loader_throughput.agreement([row], str(before)) == {("pil", "train", 32): 0.0}
+    moved = [{**row, "cpu_ratio_to_reference": 0.7}, {**row, "split": "eval", "ratio_to_reference": 3.0}]
+    other = {**row, "res": 64, "ratio_to_reference": 9.0}  # not in the earlier run: not compared
+    assert loader_throughput.agreement([*moved, other], str(before)) == pytest.approx(
+        {("pil", "train", 32): 0.3, ("pil", "eval", 32): 0.5}
+    )
 
 
 def test_pil_stage_benchmark(data_copy, tmp_path):
@@ -218,6 +240,7 @@ def test_timing_counts_the_hosts_wait_for_the_next_batch(slow):
     assert timed["images"] == 12 and timed["data_wait_share"] == pytest.approx(float(slow == "data"), abs=0.25)
 
 
+@pytest.mark.slow
 def test_train_benchmark(tiny_data, tmp_path):
     path = train_throughput.main(
         [
@@ -252,6 +275,7 @@ def test_train_benchmark(tiny_data, tmp_path):
     assert path.with_suffix(".png").exists()
 
 
+@pytest.mark.slow
 def test_tradeoff_benchmark(tiny_data, tmp_path):
     args = [
         "--data",
@@ -281,6 +305,7 @@ def test_tradeoff_benchmark(tiny_data, tmp_path):
     assert again == rows
 
 
+@pytest.mark.slow
 def test_scale_benchmark(tiny_data, tmp_path):
     """Tiny: 3 classes x 12 links; this checkout also stands in for the baseline."""
     path = scale.main(
@@ -321,7 +346,9 @@ def test_scale_benchmark(tiny_data, tmp_path):
         ("this", "warm", "reused"),
     ]
     assert all(r["images"] == 36 and r["start_to_first_batch_s"] > r["index_s"] > 0 for r in rows)
-    assert all(set(r["pss_mb"]) == {"1", "3"} for r in rows if r["start"] == "warm")
-    assert record["cold_scan_speedup"] > 0
+    assert all(set(r["pss_mb"]) == {"1", "3"} and r["pss_growth"] > -1 for r in rows if r["start"] == "warm")
+    assert all("pss_mb" not in r for r in rows if r["start"] == "cold"), "only the last start reads on"
+    cold = {r["code"]: r["index_s"] for r in rows if r["start"] == "cold"}
+    assert record["cold_scan_speedup"] == pytest.approx(cold["before"] / cold["this"])
     first = tmp_path / "scale" / "imagenet" / "train" / "n00000000" / "n00000000_0.JPEG"
     assert first.stat().st_nlink > 1  # a hard link to a source image

@@ -8,10 +8,8 @@ from loaders.base import LoaderConfig
 from pipeline.bn import batchnorm_layers, recalibrate_bn
 from pipeline.distributed import DistContext
 from pipeline.models import create_model
-from pipeline.precision import Precision
 from pipeline.sizes import ConstantSize
-
-CPU = Precision(torch.device("cpu"), None)
+from tests.helpers import CPU
 
 
 def loader_at(data, res):

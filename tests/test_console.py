@@ -4,14 +4,12 @@ shows progress bars only on a terminal outside CI."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from loaders.ffcv.__main__ import main as write_main
 from pipeline.console import progress_enabled
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def command(*args, env=None):
@@ -23,6 +21,7 @@ def command(*args, env=None):
     return done.returncode, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,named",
     [
@@ -63,6 +62,7 @@ def test_errors_are_one_message_without_traceback(tmp_path, args, named):
     assert code != 0 and named.format(tmp=tmp_path) in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     args = ["train.py", "sweep", "--checkpoint", tmp_path / "no-run", "--no-progress"]
     for extra, env in (["--debug"], None), ([], {"LOWRES_DEBUG": "1"}):

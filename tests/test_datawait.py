@@ -1,11 +1,9 @@
 """The data wait: measured through the real trainer with loaders and steps slowed on purpose,
 so that every bound below follows from the sleeps, not from the machine's speed."""
 
-import json
 import time
 
 import pytest
-import torch
 from torch import nn
 
 from app.datawait import STARVED_SHARE, starvation_verdict
@@ -17,10 +15,8 @@ from loaders import create_loader
 from loaders.base import LoaderConfig
 from pipeline.distributed import DistContext
 from pipeline.optim import LrSchedule, make_sgd
-from pipeline.precision import Precision
 from pipeline.sizes import ConstantSize
-
-CPU = Precision(torch.device("cpu"), None)
+from tests.helpers import CPU, json_lines
 
 
 class SlowLoader:
@@ -106,7 +102,7 @@ def test_a_starved_run_logs_the_wait_and_says_what_to_turn(tiny_data, tmp_path, 
     model = small_model()
     fit(model, loader, val, make_sgd(model, 0.9, 0.0), cfg, run, Session(CPU, DistContext(), False), None, {})
     out = capsys.readouterr().out
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = json_lines(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == 2
     for r in records:
         assert r["data_wait_seconds"] >= r["train_steps"] * wait

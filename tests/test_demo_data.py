@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from loaders.demo_data import class_specs, generate, main, render_image
+from tests.helpers import ROOT
 
 SMALL = dict(classes=3, train_per_class=4, val_per_class=2, min_side=64, max_side=160, progress=False)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -138,13 +138,14 @@ def test_mean_colour_does_not_separate_classes():
     assert accuracy < 0.8
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--out", str(out), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1", "--workers", "1"]
     # one real `python -m` run for the entry point (slow: the package imports torch), the rest in-process
     first = subprocess.run(
         [sys.executable, "-m", "loaders.demo_data", *args],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         env={"CI": "1", "PATH": ""},

@@ -3,7 +3,6 @@ or on two (two torchrun agents on 127.0.0.1, each with its own cache folder, as 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,10 @@ import torch
 
 from app.runs import load_checkpoint
 from loaders.indexcache import JOB_ENV, ScanSettings, job_id, stored_index
+from tests.helpers import ROOT, free_port, json_lines
 
-ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["--workers", "0", "--no-progress", "--device", "cpu"]
 TRAIN = ["--train-res", "32", "--batch-size", "8", *QUIET]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun_command(*args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, port: int = 0) -> list[str]:
@@ -86,7 +79,7 @@ def test_two_process_training_shards_data_and_reduces_metrics(tiny_data, tmp_pat
     proc = torchrun(*train_args(tiny_data, out), cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("index: scanned") == 2, "one scan per split, not one per rank"
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = json_lines(out / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [0, 1]  # rank 0 alone writes
     # 48 images: 24 per rank, 3 steps of 8 on each; evaluation sees all 18 val images once
     assert all(m["train_images"] == 48 and m["val_images"] == 18 for m in metrics)
@@ -202,7 +195,7 @@ def test_two_nodes_train_with_their_own_caches(tiny_data, tmp_path):
     assert all(p.returncode == 0 for p in procs), procs[1].stderr[-3000:]
     assert all(p.stderr.count("index: scanned") == 2 for p in procs), "each node indexes into its own cache"
     assert all(list((cache / "index").glob("*.npz")) for cache in caches)
-    (metrics,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (metrics,) = json_lines(tmp_path / "run" / "metrics.jsonl")
     assert metrics["train_images"] == 48 and metrics["val_images"] == 18
 
 

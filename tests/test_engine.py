@@ -30,7 +30,7 @@ class LrWatcher:
 
 def test_lr_per_step_follows_the_batch_size_of_mixsize():
     policy = MixSize((16, 32), (1, 1), batch_size=4, mode="B+", seed=0)
-    cfg = LoaderConfig("synthetic", None, policy, "rrc", shuffle=True, synthetic_samples=200)
+    cfg = LoaderConfig("synthetic", None, policy, "rrc", shuffle=True, synthetic_samples=64)
     loader = create_loader(cfg)
     model = create_model("resnet_tiny", 10)
     optimizer = make_sgd(model, 0.9, 0.0)
@@ -52,8 +52,8 @@ def test_lr_per_step_follows_the_batch_size_of_mixsize():
     assert {n for n, _ in watcher.seen} == {4, 16}
     for n, lr in watcher.seen:
         assert lr == pytest.approx(0.256 * n / 256, rel=1e-3)
-    assert stats["train_images"] == 200 and set(stats["sizes"]) == {"16", "32"}
-    assert stats["train_steps"] == len(watcher.seen) == len(policy.plan(0, 200, drop_last=True))
+    assert stats["train_images"] == 64 and set(stats["sizes"]) == {"16", "32"}
+    assert stats["train_steps"] == len(watcher.seen) == len(policy.plan(0, 64, drop_last=True))
 
 
 def test_precision_choices():

@@ -18,6 +18,9 @@ require_ffcv()
 from ffcv.fields import FloatField, IntField, RGBImageField  # noqa: E402
 from ffcv.writer import DatasetWriter  # noqa: E402
 
+# FFCV compiles its pipeline with numba for every loader, seconds a test: the slow tier's.
+pytestmark = pytest.mark.slow
+
 NAME = "{split}_64_0.50_90.ffcv"  # the naming of FFCV's ImageNet example
 
 

@@ -14,9 +14,9 @@ import torch
 
 from bench import gpu_check, gpu_plan, loader_throughput, train_throughput
 from bench.gpu_plan import BUDGET_S, Costs, Stage, make_plan, train_seconds
+from tests.helpers import ROOT
 
 LENT_CORES = 16
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def plan(name="core", tmp_path=Path("/tmp/x")):

@@ -10,7 +10,8 @@ Every import counts, at module level or inside a function (a lazy import is stil
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 LAYERS = ("pipeline", "loaders", "app", "bench")
 MAY_IMPORT = {name: set(LAYERS[: i + 1]) for i, name in enumerate(LAYERS)}
 MAY_IMPORT["train.py"] = {"pipeline", "app"}

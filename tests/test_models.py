@@ -90,6 +90,7 @@ def two_sgd_steps(model: nn.Module) -> list[float]:
     return losses
 
 
+@pytest.mark.slow  # torch.compile runs a C++ compiler on its kernels
 def test_compiled_model_trains_as_the_eager_one_and_keeps_its_state_dict_keys():
     """--compile on the CPU (TorchInductor through the C++ compiler): two SGD steps give the eager
     model's losses and weights, through a compiled graph, and checkpoints keep their keys."""

@@ -3,6 +3,7 @@ import torch
 
 from pipeline.models import create_model
 from pipeline.parametric import Equalize, Frechet, equalize, fit_distance, fit_frechet, with_equalization
+from tests import tolerances as tol
 
 
 def draws(law, n, seed=0):
@@ -41,10 +42,14 @@ def test_fit_distance_of_known_samples():
     assert fit_distance(x, law) == pytest.approx(0.5)
 
 
-def test_fit_of_a_wrong_xi_is_worse_than_the_right_one():
+@pytest.mark.parametrize("wrong_xi", [0.15, 0.45, 0.6])
+def test_fit_of_a_wrong_xi_is_worse_than_the_right_one(wrong_xi):
+    """With xi fixed at a wrong value, the best mu and sigma still leave a Kolmogorov distance that
+    a test at KS_ALPHA rejects for 50,000 draws; with the right xi the fit passes it."""
     law = LAWS[1]
     values = draws(law, 50_000)
-    assert fit_frechet(values, xi=0.6).mu != pytest.approx(law.mu, abs=0.03 * law.sigma)
+    right, wrong = (fit_distance(values, fit_frechet(values, xi=xi)) for xi in (law.xi, wrong_xi))
+    assert right < tol.ks_critical(len(values)) < wrong, (right, wrong)
 
 
 @pytest.mark.parametrize("source,target", [(LAWS[0], LAWS[1]), (LAWS[2], LAWS[0]), (LAWS[1], LAWS[3])])

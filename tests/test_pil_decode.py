@@ -16,6 +16,7 @@ from loaders.imagefile import ImageTooLarge
 from loaders.imagefolder import scan_image_folder
 from loaders.pil import dct_scale, decode_crop, pillow_decoded, turbo_decoded
 from pipeline.transforms import center_crop_boxes, random_resized_crop_boxes
+from tests import tolerances as tol
 
 
 def test_dct_scale_is_the_largest_reduction_that_still_covers_the_crop():
@@ -26,16 +27,7 @@ def test_dct_scale_is_the_largest_reduction_that_still_covers_the_crop():
     assert dct_scale(100, 90, 128) == 1  # upsampled: decode everything
 
 
-# Per resampler: the bound on the mean absolute difference per image, averaged over images and
-# for the worst image (grey levels), between a reduced and a full decode. Pillow resamples the
-# exact fractional box: measured 0.8-1.0 and 4.0 here at 16-32 px; 0.35-0.65 and 2.0 on 300
-# demo images at 64-128 px. torch rounds the box to whole decoded pixels, so an edge moves by up
-# to half a decoded pixel (scale / 2 source pixels), which on the demo's sharp-edged shapes
-# shows as: 1.8-2.7 and 8.8 here; 0.8-1.8 and 6.0 on the 300 demo images at 64-128 px.
-# Identical at 224, where no reduction applies.
-TOLERANCE = {"pillow": (1.2, 5.0), "torch": (3.5, 12.0)}
-
-
+# The bounds per resampler and their reasons: tolerances.REDUCED_DECODE.
 @pytest.mark.parametrize("resampler", ["torch", "pillow"])
 @pytest.mark.parametrize("augment,res", [("rrc", 16), ("rrc", 24), ("center", 16), ("center", 32)])
 def test_reduced_decode_matches_full_decode(tiny_data, augment, res, resampler):
@@ -56,10 +48,10 @@ def test_reduced_decode_matches_full_decode(tiny_data, augment, res, resampler):
         ]
     )
     per_image = np.abs(diffs).mean(axis=(1, 2, 3))
-    mean_bound, worst_bound = TOLERANCE[resampler]
+    mean_bound, worst_bound = tol.REDUCED_DECODE[resampler]
     assert per_image.mean() < mean_bound and per_image.max() < worst_bound, (per_image.mean(), per_image.max())
-    assert abs(diffs.mean()) < 0.25
-    assert np.abs(diffs.mean(axis=(0, 1, 2))).max() < 0.25
+    assert abs(diffs.mean()) < tol.REDUCED_DECODE_BIAS
+    assert np.abs(diffs.mean(axis=(0, 1, 2))).max() < tol.REDUCED_DECODE_BIAS
 
 
 def test_torch_resampler_is_torchvisions_crop_then_resize(tiny_data):

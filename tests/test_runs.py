@@ -9,8 +9,7 @@ import torch
 
 from app import cli
 from app.runs import RunDir, load_checkpoint
-
-FAST = ["--batch-size", "8", "--workers", "0", "--no-progress"]
+from tests.helpers import FAST
 
 
 class RunsCode:
@@ -43,6 +42,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not (tmp_path / "marker").exists()
 
 
+@pytest.mark.slow
 def test_jobs_refuse_code_in_checkpoint_resume_and_weights(tiny_data, tmp_path):
     marker = tmp_path / "marker"
     evil = booby_trapped(tmp_path / "evil" / "checkpoint.pt", marker)

@@ -6,6 +6,7 @@ from bench import size_resilience
 from pipeline.sizes import MixSize
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end_and_reuses_finished_stages(tiny_data, tmp_path):
     args = [
         "--data",

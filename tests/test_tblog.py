@@ -1,6 +1,5 @@
 """--log tensorboard: the events a real training run writes, read back with TensorBoard's own reader."""
 
-import json
 import sys
 
 import pytest
@@ -9,6 +8,7 @@ from app import cli
 from app.engine import BAR_EVERY
 from app.options import OptimConfig
 from app.tblog import EPOCH_SCALARS, check_log
+from tests.helpers import json_lines
 
 STEP_SCALARS = ("lr", "res", "loss", "acc", "img_per_s", "data_wait_share")
 
@@ -30,7 +30,7 @@ def test_a_training_run_writes_step_and_epoch_scalars(tiny_data, tmp_path):
             *("--batch-size", "8", "--workers", "0", "--no-progress", "--log", "tensorboard"),
         ]
     )
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = json_lines(out / "metrics.jsonl")
     logged = scalars(out / "tensorboard")
     assert set(logged) == {f"step/{k}" for k in STEP_SCALARS} | {f"epoch/{k}" for k in (*EPOCH_SCALARS, "res")}
 
