@@ -40,13 +40,20 @@ def run_command(main: Callable[[list[str]], object], argv: list[str] | None = No
         report_failure(str(e))
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        error_line(str(e))
         raise SystemExit(2) from None
     except RuntimeError:  # under torchrun: a collective broke because another rank failed first?
         cause = failure_elsewhere()
         if cause is None or debug:
             raise
-        print(f"error: {cause}", file=sys.stderr, flush=True)
+        error_line(cause)
         raise SystemExit(2) from None
     finally:
         leave_process_group()
+
+
+def error_line(message: str) -> None:
+    """`error: message` on stderr in one write: the ranks of a job share the stream, and print's
+    separate write of the newline lets their lines run into each other."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
