@@ -59,17 +59,20 @@ class StudyConfig:
 
 
 def train_config(cfg: StudyConfig, out: Path, epochs: int, **policy) -> TrainConfig:
+    """The training stage `out`; `policy`: its size options (and a batch size other than B0)."""
     return TrainConfig(
-        data=cfg.data,
-        loader=cfg.loader,
-        model=cfg.model,
-        epochs=epochs,
-        batch_size=cfg.batch_size,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        out=str(out),
-        **policy,
+        **{
+            "data": cfg.data,
+            "loader": cfg.loader,
+            "model": cfg.model,
+            "epochs": epochs,
+            "batch_size": cfg.batch_size,
+            "workers": cfg.workers,
+            "seed": cfg.seed,
+            "progress": cfg.progress,
+            "out": str(out),
+            **policy,
+        }
     )
 
 
@@ -125,8 +128,8 @@ def study(cfg: StudyConfig) -> dict:
     reference = mix_config(cfg, root, cfg.epochs, "B+").size_policy()
     fixed_res = reference.nominal_res(0)
     # the fixed run takes the batch that B+ would use at its side: same cost per step too
-    fixed_tc = train_config(cfg, root / f"fixed-{fixed_res}", cfg.epochs, train_res=fixed_res)
-    fixed_tc.batch_size = reference.step_for(fixed_res).batch_size
+    fixed_batch = reference.step_for(fixed_res).batch_size
+    fixed_tc = train_config(cfg, root / f"fixed-{fixed_res}", cfg.epochs, train_res=fixed_res, batch_size=fixed_batch)
     plans = {f"fixed {fixed_res}": fixed_tc}
     for mode in cfg.modes():
         folder = root / ("mixsize" if mode == "B+" else f"mixsize-{mode}")

@@ -137,7 +137,8 @@ def peak_mb(monitor: ProcessTreeMonitor) -> float:
 
 
 def sweep(checkpoint: Path, res: int, common: dict, dist: DistContext) -> tuple[dict, dict]:
-    """(top-1 etc. at `res`, stage record) for one checkpoint, via train.py's sweep job."""
+    """(top-1 etc. at `res`, stage record) for one checkpoint, via train.py's sweep job. Not
+    app.study's `swept`: each side is a stage of its own here, measured in time and memory."""
     out = checkpoint / f"sweep-{res}"
     stage = measured_stage(
         out, lambda: run_sweep(SweepConfig(**common, checkpoint=str(checkpoint), test_res=str(res), out=str(out))), dist
