@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from app.datawait import DataClock
 from app.report import markdown_table, save_figure
 from pipeline.config import positive_ints
 from pipeline.console import say
@@ -129,20 +130,20 @@ def images_per_second(batches: Iterator, consume: Callable, device: torch.device
     `steps` batches each, the device synchronised once at the end of each run; median and spread
     of images per second, the totals, and the share of the time the host spent waiting for the
     next batch (`data_wait_share`: 0 when the data is always ready)."""
-    rates, images, seconds, waited = [], 0, 0.0, 0.0
+    clock = DataClock()  # the trainer's own measure of the data wait
+    timed = clock.batches(batches)
+    rates, images, seconds = [], 0, 0.0
     for _ in range(repeats):
         start, count = time.perf_counter(), 0
         for _ in range(steps):
-            asked = time.perf_counter()
-            x, y = next(batches)
-            waited += time.perf_counter() - asked
+            x, y = next(timed)
             consume(x, y)
             count += x.shape[0]
         sync(device)
         rates.append(count / (time.perf_counter() - start))
         images += count
         seconds += count / rates[-1]
-    return {**spread(rates), "images": images, "seconds": seconds, "data_wait_share": waited / seconds}
+    return {**spread(rates), "images": images, "seconds": seconds, "data_wait_share": clock.share(seconds)}
 
 
 def process_tree() -> list[psutil.Process]:
