@@ -17,6 +17,7 @@ from pathlib import Path
 from app.jobs import run_finetune, run_sweep, run_train, sweep_name
 from app.options import CommonConfig, FinetuneConfig, FixResConfig, SweepConfig, TrainConfig, parse_resolutions
 from app.report import fixres_report
+from app.runs import RunDir
 from app.session import join_ranks, run_folder, source_folder
 from pipeline.console import say
 from pipeline.distributed import DistContext, on_main
@@ -56,7 +57,7 @@ def finished_run(cfg: TrainConfig | FinetuneConfig, job: Callable) -> dict:
     out = Path(cfg.out)
     started = on_main(lambda: (out / "config.json").exists(), dist)
     summary = stage_result(out / "summary.json", lambda: job(dataclasses.replace(cfg, resume=started)), dist)
-    metrics = on_main(lambda: [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], dist)
+    metrics = on_main(lambda: RunDir(out, writer=False).metrics(), dist)
     return {**summary, "metrics": metrics}
 
 

@@ -34,7 +34,7 @@ from torchvision.ops import roi_align
 from loaders.base import LoaderConfig, to_model_input
 from loaders.imagefile import JPEG_SOI, encoded_header, jpeg_header
 from loaders.imagefolder import ImageIndex
-from loaders.orientation import reset_orientation, turned_crops
+from loaders.orientation import own_flips, reset_orientation, turned_crops
 from loaders.pil import PilLoader
 from loaders.plan import BatchTask, decode_regions
 from loaders.prefetch import prefetched, to_device
@@ -167,7 +167,7 @@ def crop_batch(
     flips[b]. `whole`: the eval crops, each image resized whole first (`resized_windows`)."""
     device = images[0].device
     out = resized_windows(images, boxes, res) if whole else region_crops(images, boxes, res)
-    own = flips if turns is None else flips & torch.from_numpy(turns == 1)
+    own = torch.from_numpy(own_flips(flips.numpy(force=True), turns))
     out = torch.where(to_device(own, device)[:, None, None, None], out.flip(-1), out)
     out = turned_crops(out, turns, flips.numpy(force=True), dims=(1, 2))
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

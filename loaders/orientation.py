@@ -112,6 +112,12 @@ def oriented(image, code: int, flip: bool = False, dims: tuple[int, int] = (0, 1
     return image
 
 
+def own_flips(flips: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+    """(B,) bool: the flips a backend does as it crops, those of the crops not turned (a turned
+    crop is flipped after its turn, by `turned_crops`)."""
+    return flips if codes is None else flips & (codes == 1)
+
+
 def turned_crops(images: torch.Tensor, codes: np.ndarray | None, flips: np.ndarray, dims=(1, 2)) -> torch.Tensor:
     """The batch of stored-frame crops with each crop whose code is not 1 turned, then mirrored
     where `flips` says (in place; the others as they are: their backend flipped them). `dims`:

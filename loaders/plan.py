@@ -14,7 +14,7 @@ import numpy as np
 
 from loaders.base import LoaderConfig, epoch_plan
 from loaders.imagefolder import ImageIndex
-from loaders.orientation import codes, shown_sizes, stored_boxes
+from loaders.orientation import codes, own_flips, shown_sizes, stored_boxes
 from pipeline.transforms import center_crop_boxes, flips, random_resized_crop_boxes, shifted_center_crop_boxes
 
 
@@ -31,9 +31,7 @@ class BatchTask:
     orientations: np.ndarray | None = None
 
     def own_flips(self) -> np.ndarray:
-        """(B,) bool: the flips a backend does as it crops: those of the crops not turned (a turned
-        crop is flipped after its turn, by `turned_crops`)."""
-        return self.flips if self.orientations is None else self.flips & (self.orientations == 1)
+        return own_flips(self.flips, self.orientations)
 
 
 def plan_epoch(cfg: LoaderConfig, index: ImageIndex, epoch: int) -> list[BatchTask]:
